@@ -1,0 +1,248 @@
+"""``Classifier``: load an exported model once, classify images many times.
+
+Loading (session + contract) is separate from running (``predict`` / ``classify``).
+Images are decoded and resized on a small thread pool (OpenCV releases the GIL) while the
+previous batch runs, and fed to the model in batches of ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import deps, preprocess
+from .contract import ModelContract
+from .errors import EdgeClassifyError, InputError
+from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
+from .providers import SHORT, check_used, plan_providers, tensorrt_options
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    wnid: str | None
+    label: str
+    probability: float
+
+
+@dataclass
+class Classification:
+    source: str
+    predictions: list[Prediction] = field(default_factory=list)
+    error: str | None = None
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Classifier:
+    """An exported model with its contract, ready to classify.
+
+    ``model`` is a path or the serialized ONNX bytes. ``providers`` is ``auto``, ``cpu``,
+    ``cuda`` or ``tensorrt`` (see providers.py); ``available_providers`` overrides what
+    onnxruntime reports (for tests).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        providers: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 8,
+        decode: DecodeOptions = DEFAULT_DECODE,
+        trt_cache_dir: str | os.PathLike | None = None,
+        trt_fp16: bool = True,
+        available_providers: list[str] | None = None,
+    ):
+        ort = deps.onnxruntime()
+        if batch_size < 1:
+            raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
+        if isinstance(model, (bytes, bytearray)):
+            self.model_path, source = None, bytes(model)
+            name = "model"
+        else:
+            self.model_path = Path(model)
+            if not self.model_path.is_file():
+                raise EdgeClassifyError(
+                    f"model file not found: {self.model_path}",
+                    hint="run `export-model` to create it (or pass --model PATH to an exported .onnx)",
+                )
+            source, name = str(self.model_path), str(self.model_path)
+        self.batch_size = batch_size
+        self.decode_options = decode
+
+        available = available_providers if available_providers is not None else ort.get_available_providers()
+        # The contract sizes TensorRT's optimisation profile, but lives in the model: read
+        # it first with a throwaway metadata-only look when TensorRT is in play.
+        self.plan = plan_providers(providers, available)
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        so.log_severity_level = 3  # errors only; we report provider fallbacks ourselves
+        try:
+            if "TensorrtExecutionProvider" in self.plan.names:
+                contract = _read_contract(ort, source, name)
+                h, w = contract.preprocess.input_size
+                shape = (h, w, 3) if contract.preprocess.layout == "NHWC" else (3, h, w)
+                trt = tensorrt_options(
+                    trt_cache_dir, trt_fp16, contract.model.input_name, shape,
+                    None if contract.model.batch else batch_size,
+                )
+                self.plan = plan_providers(providers, available, trt)
+            self.session = ort.InferenceSession(source, so, providers=self.plan.providers)
+        except EdgeClassifyError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own types for unreadable models
+            raise EdgeClassifyError(
+                f"cannot load model {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                hint="re-export it with `export-model`",
+            ) from None
+        self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)
+        self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
+        self._input = self.contract.model.input_name
+        self._output = self.contract.model.output_name
+        self._fixed_batch = self.contract.model.batch
+        self._workers = max(1, min(4, os.cpu_count() or 1))
+
+    @property
+    def provider_short(self) -> str:
+        return SHORT.get(self.provider, self.provider)
+
+    @property
+    def labels(self):
+        return self.contract.labels
+
+    # --- running ---------------------------------------------------------------------
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Model input tensor (N, ...) -> probabilities (N, classes), whatever N is."""
+        outs = []
+        step = self._fixed_batch or self.batch_size
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            n = len(chunk)
+            if self._fixed_batch and n < self._fixed_batch:  # static-batch model: pad
+                pad = np.zeros((self._fixed_batch - n,) + chunk.shape[1:], chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            outs.append(self.session.run([self._output], {self._input: chunk})[0][:n])
+        out = np.concatenate(outs) if outs else np.zeros((0, len(self.labels)), np.float32)
+        if self.contract.model.output == "logits":
+            out = _softmax(out)
+        return out
+
+    def predict(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Images -> probabilities (N, classes). Raises ``InputError`` on a bad image."""
+        images = _as_list(images)
+        tensor = preprocess.preprocess(images, self.contract.preprocess, self.decode_options)
+        return self.run(tensor)
+
+    def classify(
+        self, images: ImageInput | Iterable[ImageInput], top_k: int = 5, errors: str = "raise"
+    ) -> list[Classification]:
+        """Classify images (paths, encoded bytes or decoded arrays), top ``top_k`` each.
+
+        ``errors="raise"`` raises ``InputError`` for the first unreadable image;
+        ``errors="collect"`` records it in that image's ``Classification.error`` and goes on.
+        """
+        if errors not in ("raise", "collect"):
+            raise ValueError("errors must be 'raise' or 'collect'")
+        return list(self.iter_classify(images, top_k, errors))
+
+    def iter_classify(
+        self, images: ImageInput | Iterable[ImageInput], top_k: int = 5, errors: str = "raise"
+    ) -> Iterator[Classification]:
+        """Like ``classify`` but yields results as batches finish (input order kept)."""
+        top_k = max(1, min(top_k, len(self.labels)))
+        for items in self._prepared_batches(_as_iter(images)):
+            good = [it for it in items if it[2] is None]
+            probs = None
+            t_norm = t_inf = 0.0
+            if good:
+                t0 = time.perf_counter()
+                tensor = preprocess.normalize(np.stack([it[1] for it in good]), self.contract.preprocess)
+                t1 = time.perf_counter()
+                probs = self.run(tensor)
+                t2 = time.perf_counter()
+                t_norm, t_inf = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+            row = 0
+            for source, _, err, t_decode in items:
+                if err is not None:
+                    if errors == "raise":
+                        raise InputError(f"{source}: {err}")
+                    yield Classification(source, error=err)
+                    continue
+                p = probs[row]
+                row += 1
+                yield Classification(
+                    source,
+                    self._top(p, top_k),
+                    timings_ms={
+                        "decode": round(t_decode, 3),
+                        "normalize": round(t_norm, 3),
+                        "inference": round(t_inf, 3),
+                        "batch": len(good),
+                    },
+                )
+
+    def _top(self, p: np.ndarray, k: int) -> list[Prediction]:
+        idx = np.argsort(-p, kind="stable")[:k]
+        names, wnids = self.labels.names, self.labels.wnids
+        return [Prediction(int(i), wnids[i], names[i], float(p[i])) for i in idx]
+
+    def _prepare_one(self, source: ImageInput):
+        name = preprocess.describe(source)
+        t0 = time.perf_counter()
+        try:
+            img = preprocess.prepare(source, self.contract.preprocess, self.decode_options)
+        except InputError as exc:
+            return name, None, exc.message, 0.0
+        return name, img, None, (time.perf_counter() - t0) * 1e3
+
+    def _prepared_batches(self, sources: Iterator[ImageInput]) -> Iterator[list]:
+        # Bounded read-ahead: at most two batches decoded ahead of the one running.
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="edge-decode") as pool:
+            pending: deque = deque()
+            limit = 2 * self.batch_size + self._workers
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < limit:
+                    try:
+                        pending.append(pool.submit(self._prepare_one, next(sources)))
+                    except StopIteration:
+                        exhausted = True
+                if not pending:
+                    return
+                n = min(self.batch_size, len(pending))
+                yield [pending.popleft().result() for _ in range(n)]
+
+
+def _read_contract(ort, source, name) -> ModelContract:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    return ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, name)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _is_single(images) -> bool:
+    return isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray))
+
+
+def _as_list(images) -> list:
+    return [images] if _is_single(images) else list(images)
+
+
+def _as_iter(images) -> Iterator:
+    return iter([images]) if _is_single(images) else iter(images)

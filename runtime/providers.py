@@ -1,0 +1,119 @@
+"""Execution-provider policy: which ONNX Runtime providers to ask for, and in what order.
+
+Pure functions over the list ``onnxruntime.get_available_providers()`` returns, so the
+policy is unit-tested by injecting lists (no GPU needed). ONNX Runtime silently drops a
+provider that fails to initialise (missing CUDA/TensorRT libraries, for instance), so
+``check_used`` compares what a session really got with what was asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EdgeClassifyError
+
+ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+SHORT = {v: k for k, v in ALIASES.items()}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+CHOICES = ("auto",) + AUTO_ORDER
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    requested: str
+    providers: list[tuple[str, dict]] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.providers]
+
+    @property
+    def primary(self) -> str:
+        return self.providers[0][0]
+
+
+def default_trt_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edge-classify" / "trt-engines"
+
+
+def tensorrt_options(
+    cache_dir: str | os.PathLike | None = None,
+    fp16: bool = True,
+    input_name: str = "input",
+    input_shape: tuple[int, int, int] | None = None,
+    max_batch: int | None = None,
+) -> dict:
+    """TensorRT EP options: FP16 and an engine cache by default.
+
+    Building an engine takes minutes on a Jetson; the cache makes that a one-time cost.
+    For a dynamic batch dimension, an explicit optimisation profile (1..max_batch) stops
+    TensorRT from rebuilding the engine whenever the batch size changes.
+    """
+    cache = str(cache_dir or default_trt_cache_dir())
+    opts = {
+        "trt_fp16_enable": fp16,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": cache,
+    }
+    if input_shape is not None and max_batch:
+        dims = "x".join(str(d) for d in input_shape)
+        opts["trt_profile_min_shapes"] = f"{input_name}:1x{dims}"
+        opts["trt_profile_opt_shapes"] = f"{input_name}:{max_batch}x{dims}"
+        opts["trt_profile_max_shapes"] = f"{input_name}:{max_batch}x{dims}"
+    return opts
+
+
+def plan_providers(requested: str, available: list[str], trt_options: dict | None = None) -> ProviderPlan:
+    """Resolve ``auto|tensorrt|cuda|cpu`` against the available providers.
+
+    ``auto`` takes TensorRT, then CUDA, then CPU, keeping each that is available (later
+    ones run the nodes earlier ones cannot). A named provider must be available; the
+    faster GPU providers below it stay as fallbacks (TensorRT -> CUDA -> CPU).
+    """
+    requested = (requested or "auto").lower()
+    if requested not in CHOICES:
+        raise EdgeClassifyError(
+            f"unknown provider {requested!r}", hint=f"choose one of: {', '.join(CHOICES)}", exit_code=2
+        )
+    avail_short = [SHORT[p] for p in available if p in SHORT]
+    if requested == "auto":
+        chain = [p for p in AUTO_ORDER if p in avail_short]
+    else:
+        if requested not in avail_short:
+            raise EdgeClassifyError(
+                f"provider {requested!r} ({ALIASES[requested]}) is not available in this onnxruntime build",
+                hint=f"available: {', '.join(avail_short) or 'none'}"
+                + ("; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)" if requested != "cpu" else ""),
+            )
+        start = AUTO_ORDER.index(requested)
+        chain = [p for p in AUTO_ORDER[start:] if p in avail_short]
+    if "cpu" not in chain:  # ORT appends CPU anyway; make it explicit so reports are honest
+        chain.append("cpu")
+    providers = [(ALIASES[p], dict(trt_options or {}) if p == "tensorrt" else {}) for p in chain]
+    return ProviderPlan(requested, providers)
+
+
+def check_used(plan: ProviderPlan, session_providers: list[str]) -> tuple[str, str | None]:
+    """Return (provider actually used, warning or None); raise if an explicit request was dropped.
+
+    ONNX Runtime logs and drops a provider it cannot initialise. For ``auto`` that is a
+    warning (it still runs, on the next provider); for an explicit request it is an error.
+    """
+    used = session_providers[0] if session_providers else "CPUExecutionProvider"
+    if used == plan.primary:
+        return used, None
+    msg = f"{SHORT.get(plan.primary, plan.primary)} was requested but failed to initialise; running on {SHORT.get(used, used)}"
+    if plan.requested != "auto":
+        raise EdgeClassifyError(
+            msg, hint="check the CUDA/cuDNN/TensorRT libraries onnxruntime needs, or use --provider auto"
+        )
+    return used, msg
