@@ -1,0 +1,67 @@
+"""Provider policy, tested by injecting what onnxruntime would report (no GPU needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.providers import check_used, plan_providers, tensorrt_options
+
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+JETSON = [TRT, CUDA, CPU]
+CUDA_ONLY = [CUDA, CPU]
+CPU_ONLY = [CPU]
+
+
+@pytest.mark.parametrize(
+    "requested, available, expected",
+    [
+        ("auto", JETSON, [TRT, CUDA, CPU]),
+        ("auto", CUDA_ONLY, [CUDA, CPU]),
+        ("auto", CPU_ONLY, [CPU]),
+        ("auto", ["AzureExecutionProvider", CPU], [CPU]),
+        ("auto", [], [CPU]),
+        ("tensorrt", JETSON, [TRT, CUDA, CPU]),
+        ("cuda", JETSON, [CUDA, CPU]),
+        ("cpu", JETSON, [CPU]),
+        ("CUDA", CUDA_ONLY, [CUDA, CPU]),
+    ],
+)
+def test_plan(requested, available, expected):
+    assert plan_providers(requested, available).names == expected
+
+
+@pytest.mark.parametrize("requested, available", [("tensorrt", CUDA_ONLY), ("cuda", CPU_ONLY), ("tensorrt", CPU_ONLY)])
+def test_unavailable_provider_lists_available(requested, available):
+    with pytest.raises(EdgeClassifyError) as e:
+        plan_providers(requested, available)
+    assert requested in e.value.message and "not available" in e.value.message
+    assert e.value.hint.startswith("available: ") and "cpu" in e.value.hint
+
+
+def test_unknown_provider_is_usage_error():
+    with pytest.raises(EdgeClassifyError) as e:
+        plan_providers("npu", JETSON)
+    assert e.value.exit_code == 2
+
+
+def test_tensorrt_gets_fp16_and_engine_cache(tmp_path):
+    opts = tensorrt_options(tmp_path, input_name="input", input_shape=(224, 224, 3), max_batch=8)
+    plan = plan_providers("auto", JETSON, opts)
+    name, trt = plan.providers[0]
+    assert name == TRT
+    assert trt["trt_fp16_enable"] is True and trt["trt_engine_cache_enable"] is True
+    assert trt["trt_engine_cache_path"] == str(tmp_path)
+    assert trt["trt_profile_max_shapes"] == "input:8x224x224x3"
+    assert plan.providers[1] == (CUDA, {})  # options go to TensorRT only
+    assert tensorrt_options(tmp_path, fp16=False)["trt_fp16_enable"] is False
+
+
+def test_silent_fallback_is_reported():
+    auto = plan_providers("auto", JETSON)
+    used, warning = check_used(auto, [CUDA, CPU])  # TensorRT failed to initialise
+    assert used == CUDA and "tensorrt" in warning and "cuda" in warning
+    assert check_used(auto, [TRT, CUDA, CPU]) == (TRT, None)
+    explicit = plan_providers("cuda", JETSON)
+    with pytest.raises(EdgeClassifyError, match="cuda was requested"):
+        check_used(explicit, [CPU])
