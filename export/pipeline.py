@@ -157,5 +157,8 @@ def export_model(
             data, parity = blobs[precision]
             convert.atomic_write(path, data)
             result.files.append(ExportedFile(path, precision, len(data), parity))
+        # Warm the runtime's optimised-graph cache so the first edge-classify is a fast one.
+        for f in result.files:
+            Classifier(f.path, providers="cpu")
     result.timings_s = prog.timings
     return result

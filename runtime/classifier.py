@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import deps, preprocess
+from . import deps, preprocess, session_cache
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError
 from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
@@ -98,7 +98,7 @@ class Classifier:
                     None if contract.model.batch else batch_size,
                 )
                 self.plan = plan_providers(providers, available, trt)
-            self.session = ort.InferenceSession(source, so, providers=self.plan.providers)
+            self.session = self._create_session(ort, source, so)
         except EdgeClassifyError:
             raise
         except Exception as exc:  # onnxruntime raises its own types for unreadable models
@@ -112,6 +112,37 @@ class Classifier:
         self._output = self.contract.model.output_name
         self._fixed_batch = self.contract.model.batch
         self._workers = max(1, min(4, os.cpu_count() or 1))
+
+    def _create_session(self, ort, source, so):
+        """Create the session, through the optimised-graph cache when it applies."""
+        self.cache_status = "off"
+        if self.model_path is None or self.plan.names != ["CPUExecutionProvider"] or not session_cache.enabled():
+            return ort.InferenceSession(source, so, providers=self.plan.providers)
+        cached = session_cache.cached_path(self.model_path, ort.__version__, "all")
+        if cached.is_file():
+            fast = ort.SessionOptions()
+            fast.intra_op_num_threads = so.intra_op_num_threads
+            fast.log_severity_level = so.log_severity_level
+            fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                session = ort.InferenceSession(str(cached), fast, providers=self.plan.providers)
+                self.cache_status = "hit"
+                return session
+            except Exception:  # a damaged cache entry: rebuild it below
+                cached.unlink(missing_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            so.optimized_model_filepath = str(tmp)
+            session = ort.InferenceSession(source, so, providers=self.plan.providers)
+            os.replace(tmp, cached)
+            session_cache.prune(cached)
+            self.cache_status = "stored"
+            return session
+        except OSError:  # read-only home, full disk: run without the cache
+            tmp.unlink(missing_ok=True)
+            so.optimized_model_filepath = ""
+            return ort.InferenceSession(source, so, providers=self.plan.providers)
 
     @property
     def provider_short(self) -> str:

@@ -129,6 +129,8 @@ def _run(args) -> int:
     )
     m = clf.contract.model
     info(f"model {model} ({m.arch} {m.precision}) on {clf.provider}")
+    if clf.cache_status == "stored":
+        info("saved the optimised graph for this CPU; later runs start faster")
     if clf.provider_warning:
         print(f"edge-classify: warning: {clf.provider_warning}", file=sys.stderr)
     if clf.contract.weights_origin == "random":

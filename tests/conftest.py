@@ -46,6 +46,19 @@ def keras_pipeline(paths) -> np.ndarray:
     return preprocess_input(np.stack(arrays))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory):
+    """Default model location and optimised-graph cache in a temp dir, never ~/.cache."""
+    home = tmp_path_factory.mktemp("edge-home")
+    old = os.environ.get("EDGE_CLASSIFY_HOME")
+    os.environ["EDGE_CLASSIFY_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("EDGE_CLASSIFY_HOME", None)
+    else:
+        os.environ["EDGE_CLASSIFY_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[Path]:
     paths = [SKIMAGE_DATA / f for f in PHOTO_FILES]

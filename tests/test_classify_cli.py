@@ -172,3 +172,29 @@ def test_arrays_and_bytes_through_api(exported, photos):
     rgb = np.asarray(Image.open(photos[2]).convert("RGB"))
     by_path, by_bytes, by_array = clf.classify([photos[2], photos[2].read_bytes(), rgb], top_k=3)
     assert by_path.predictions == by_bytes.predictions == by_array.predictions
+
+
+def test_optimised_graph_cache(exported, photos, tmp_path, monkeypatch):
+    """Second start loads the cached optimised graph; results are identical; damage heals."""
+    import shutil
+
+    from edge_classify.runtime import session_cache
+
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    model = tmp_path / "m.onnx"
+    shutil.copy(exported["fp32"], model)
+    first = Classifier(model, providers="cpu")
+    assert first.cache_status == "stored"
+    cached = session_cache.cached_path(model, __import__("onnxruntime").__version__, "all")
+    assert cached.is_file()
+    second = Classifier(model, providers="cpu")
+    assert second.cache_status == "hit" and second.contract == first.contract
+    assert np.array_equal(first.predict(photos[:3]), second.predict(photos[:3]))
+    cached.write_bytes(b"damaged")
+    assert Classifier(model, providers="cpu").cache_status == "stored"
+    monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
+    assert Classifier(model, providers="cpu").cache_status == "off"
+    monkeypatch.delenv("EDGE_CLASSIFY_NO_CACHE")
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))  # re-exported: new key
+    assert Classifier(model, providers="cpu").cache_status == "stored"
+    assert not cached.exists() and len(list(cached.parent.glob("m-*.onnx"))) == 1

@@ -1,0 +1,110 @@
+"""Cold start, end to end: ``edge-classify img.jpg`` vs the equivalent Keras script.
+
+Each run is a fresh process; the two systems alternate (A B A B ...) so machine drift
+hits both. Wall time is measured around the process, peak RSS comes from ``wait4``'s
+rusage of that very child. Prints medians and ratios; ``--json`` writes them too.
+
+    python benchmarks/cold_start.py --model m.onnx --weights w.weights.h5 --image cat.jpg --runs 5
+
+The Keras script is what users run today: import TensorFlow, build ResNet50, load the
+weights, ``load_img`` -> ``img_to_array`` -> ``preprocess_input`` -> ``predict``, print
+the top-3 (labels from the package's copy of Keras' class index, since
+``decode_predictions`` would download it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+KERAS_SCRIPT = r"""
+import os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
+import keras
+from keras.applications.resnet50 import ResNet50, preprocess_input
+from edge_classify.runtime.contract import LabelSet
+weights, image = sys.argv[1], sys.argv[2]
+model = ResNet50(weights=None)
+model.load_weights(weights)
+img = keras.utils.load_img(image, target_size=(224, 224))
+x = preprocess_input(np.expand_dims(keras.utils.img_to_array(img), 0))
+p = model.predict(x, verbose=0)[0]
+names = LabelSet.imagenet1k().names
+for i, k in enumerate(np.argsort(-p)[:3], 1):
+    print(f"{i}. {names[k]}: {p[k] * 100:.2f}%")
+"""
+
+
+def measure(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, stdout) of one fresh process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+    return wall, usage.ru_maxrss / 1024.0, out.decode()  # Linux: ru_maxrss in KiB
+
+
+def run(model: str, weights: str, image: str, runs: int, threads: int | None = None) -> dict:
+    edge = [sys.executable, "-m", "edge_classify.runtime.cli", "--model", model, "-q", image]
+    if threads:
+        edge[3:3] = ["--threads", str(threads)]
+    keras_cmd = [sys.executable, "-c", KERAS_SCRIPT, weights, image]
+    results = {"edge-classify": [], "keras-script": []}
+    outputs = {}
+    for i in range(runs):
+        for name, cmd in (("edge-classify", edge), ("keras-script", keras_cmd)):
+            wall, rss, out = measure(cmd)
+            results[name].append({"wall_s": wall, "peak_rss_mib": rss})
+            outputs[name] = out
+            print(f"  run {i + 1}/{runs} {name:14s} {wall:6.2f} s  {rss:7.1f} MiB", file=sys.stderr, flush=True)
+    summary = {}
+    for name, rows in results.items():
+        summary[name] = {
+            "wall_s_median": statistics.median(r["wall_s"] for r in rows),
+            "peak_rss_mib_median": statistics.median(r["peak_rss_mib"] for r in rows),
+            "runs": rows,
+            "stdout": outputs[name],
+        }
+    e, k = summary["edge-classify"], summary["keras-script"]
+    summary["ratios"] = {
+        "wall_edge_over_keras": e["wall_s_median"] / k["wall_s_median"],
+        "rss_edge_over_keras": e["peak_rss_mib_median"] / k["peak_rss_mib_median"],
+    }
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="exported .onnx")
+    p.add_argument("--weights", required=True, help="the Keras weights the model was exported from")
+    p.add_argument("--image", required=True)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args(argv)
+    s = run(args.model, args.weights, args.image, args.runs, args.threads)
+    for name in ("edge-classify", "keras-script"):
+        print(f"{name:14s} median wall {s[name]['wall_s_median']:.2f} s, "
+              f"median peak RSS {s[name]['peak_rss_mib_median']:.0f} MiB")
+    r = s["ratios"]
+    print(f"edge/keras: wall {r['wall_edge_over_keras']:.3f} (1/{1 / r['wall_edge_over_keras']:.1f}), "
+          f"peak RSS {r['rss_edge_over_keras']:.3f}")
+    print("same top-3:", s["edge-classify"]["stdout"] == s["keras-script"]["stdout"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(s, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
