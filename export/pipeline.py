@@ -97,7 +97,10 @@ def export_model(
     precisions = ["fp32"] + (["fp16"] if fp16 else [])
     stages = ["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras", "write"]
     prog = Progress(stages, enabled=progress)
-    images = list(verify_images or verify.sample_images())
+    images = [Path(p) for p in (verify_images or verify.sample_images())]
+    unreadable = [str(p) for p in images if not p.is_file()]
+    if unreadable:
+        raise EdgeClassifyError(f"verification image(s) not found: {', '.join(unreadable)}", exit_code=2)
 
     with prog.stage("build model", f"{arch}, weights {weights}"):
         model = keras_model.build(arch, wspec)
@@ -112,7 +115,12 @@ def export_model(
 
     protos = {}
     with prog.stage("convert to ONNX", f"tf2onnx, opset {opset}, batch {static_batch or 'dynamic'}"):
-        protos["fp32"] = convert.keras_to_onnx(model, input_size, static_batch, opset)
+        try:
+            protos["fp32"] = convert.keras_to_onnx(model, input_size, static_batch, opset)
+        except Exception as exc:  # tf2onnx raises assorted types (unsupported opset, ops)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise EdgeClassifyError(f"ONNX conversion failed: {first}",
+                                    hint="try the default --opset 17") from None
     if fp16:
         with prog.stage("convert to FP16", "float16 weights, float32 I/O"):
             protos["fp16"] = convert.onnx_to_fp16(protos["fp32"])

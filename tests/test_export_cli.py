@@ -136,3 +136,18 @@ def test_usage_errors(capsys):
         with pytest.raises(SystemExit) as e:
             export_cli.main(argv)
         assert e.value.code == 2
+
+
+def test_missing_verify_image_and_failed_conversion(tmp_path, monkeypatch, capsys):
+    rc = export_cli.main(["--weights", "random", "-o", str(tmp_path / "m.onnx"), "--verify-images", str(tmp_path / "x.jpg")])
+    assert rc == 2 and "verification image(s) not found" in capsys.readouterr().err
+
+    def broken(*a, **k):
+        raise ValueError("Opset 3 is not supported")
+
+    monkeypatch.setattr(keras_model, "build", lambda arch, weights: _tiny_imagenet_model(4))
+    monkeypatch.setattr(convert, "keras_to_onnx", broken)
+    rc = export_cli.main(["--weights", "random", "-o", str(tmp_path / "m.onnx"), "-q", "--opset", "3"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "ONNX conversion failed: Opset 3" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
