@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import statistics
 import subprocess
 import sys
-import time
 
 KERAS_SCRIPT = r"""
 import os, sys
@@ -41,23 +40,42 @@ for i, k in enumerate(np.argsort(-p)[:3], 1):
 """
 
 
+# The measured command is started from a small helper interpreter, not from this
+# process: on Linux a child's ru_maxrss starts at its parent's RSS at fork time and
+# survives exec, so forking from a benchmark process holding TensorFlow (GBs) would
+# report that instead of the command's own peak.
+_LAUNCHER = r"""
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "maxrss_kib": usage.ru_maxrss, "rc": os.waitstatus_to_exitcode(status)}),
+      file=sys.stderr)
+"""
+
+
 def measure(cmd: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one fresh process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
-    return wall, usage.ru_maxrss / 1024.0, out.decode()  # Linux: ru_maxrss in KiB
+    """(wall seconds, peak RSS MiB, stdout) of one fresh process running ``cmd``."""
+    p = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True)
+    try:
+        info = json.loads(p.stderr.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"launcher failed: {p.stderr[-500:]}") from None
+    if info["rc"] != 0:
+        raise SystemExit(f"command failed ({info['rc']}): {' '.join(cmd)}")
+    return info["wall_s"], info["maxrss_kib"] / 1024.0, p.stdout  # Linux: ru_maxrss in KiB
 
 
-def run(model: str, weights: str, image: str, runs: int, threads: int | None = None) -> dict:
-    edge = [sys.executable, "-m", "edge_classify.runtime.cli", "--model", model, "-q", image]
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(model: str, weights: str, image: str, runs: int, threads: int | None = None, log=_stderr) -> dict:
+    script = shutil.which("edge-classify")  # the installed console script, as users run it
+    edge = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q", image]
     if threads:
-        edge[3:3] = ["--threads", str(threads)]
+        edge[-1:-1] = ["--threads", str(threads)]
     keras_cmd = [sys.executable, "-c", KERAS_SCRIPT, weights, image]
     results = {"edge-classify": [], "keras-script": []}
     outputs = {}
@@ -66,7 +84,7 @@ def run(model: str, weights: str, image: str, runs: int, threads: int | None = N
             wall, rss, out = measure(cmd)
             results[name].append({"wall_s": wall, "peak_rss_mib": rss})
             outputs[name] = out
-            print(f"  run {i + 1}/{runs} {name:14s} {wall:6.2f} s  {rss:7.1f} MiB", file=sys.stderr, flush=True)
+            log(f"run {i + 1}/{runs} {name:14s} {wall:6.2f} s  {rss:7.1f} MiB")
     summary = {}
     for name, rows in results.items():
         summary[name] = {

@@ -1,0 +1,33 @@
+"""Fixtures for the pytest-benchmark micro suite (``pytest benchmarks/``).
+
+Set ``EDGE_BENCH_MODEL=path/to/model.onnx`` to time an existing export; otherwise a
+ResNet50 with random weights is exported once per session (about a minute).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def model_paths(tmp_path_factory) -> dict:
+    given = os.environ.get("EDGE_BENCH_MODEL")
+    if given:
+        fp32 = Path(given)
+        fp16 = fp32.with_name(fp32.name.replace(".onnx", ".fp16.onnx"))
+        return {"fp32": fp32, "fp16": fp16 if fp16.is_file() else None}
+    from edge_classify.export.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("bench-model") / "resnet50.onnx"
+    result = export_model(out, weights="random", fp16=True, progress=False)
+    return {f.precision: f.path for f in result.files}
+
+
+@pytest.fixture(scope="session")
+def photos():
+    from edge_classify.benchmarks.run import sample_photos
+
+    return sample_photos()
