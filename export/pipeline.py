@@ -18,8 +18,16 @@ from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo, P
 from edge_classify.runtime.errors import EXIT_PARITY, EdgeClassifyError
 from edge_classify.runtime.paths import variant_path
 
-from . import convert, keras_model, verify
+from . import convert, keras_model, quantize, verify
+from . import precision as choose_precision
+from .precision import DEFAULT_AGREEMENT_BAR
 from .weights import resolve
+
+
+def onnx_load(data: bytes):
+    import onnx
+
+    return onnx.load_from_string(data)
 
 
 class Progress:
@@ -56,6 +64,7 @@ class ExportedFile:
     precision: str
     size_bytes: int
     parity: dict
+    selection: dict | None = None
 
 
 @dataclass
@@ -88,14 +97,33 @@ def export_model(
     static_batch: int | None = None,
     verify_images: list[Path] | None = None,
     progress: bool = True,
+    int8: bool = False,
+    calib: str | None = None,
+    calib_method: str = "minmax",
+    calib_max: int = 200,
+    int8_activations: str = "auto",
+    min_agreement: float | None = None,
+    precision: str = "fixed",
 ) -> ExportResult:
+    """Export ``arch``; FP32 always, FP16/INT8 on request; ``precision="auto"`` keeps one.
+
+    With ``precision="auto"`` only the chosen model is written, at ``out``.
+    """
     if arch not in keras_model.ARCHS:
         raise EdgeClassifyError(f"unknown architecture {arch!r}", hint=f"choose from {', '.join(keras_model.ARCHS)}", exit_code=2)
-    # Fail fast (before importing TensorFlow) on weights that cannot be had.
+    auto = precision == "auto"
+    fp16, int8 = fp16 or auto, int8 or auto
+    # Fail fast (before importing TensorFlow) on weights and calibration images that cannot be had.
     wspec = resolve(weights, arch, seed)
+    calib_set = None
+    if int8:
+        if not calib:
+            raise EdgeClassifyError("INT8 needs calibration images: pass --calib DIR or --calib 'GLOB'", exit_code=2)
+        calib_set = quantize.split(calib, calib_max)
     _, mode, input_size = keras_model.ARCHS[arch]
     precisions = ["fp32"] + (["fp16"] if fp16 else [])
-    stages = ["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras", "write"]
+    stages = (["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras"]
+              + (["quantize to INT8"] if int8 else []) + (["choose precision"] if auto else []) + ["write"])
     prog = Progress(stages, enabled=progress)
     images = [Path(p) for p in (verify_images or verify.sample_images())]
     unreadable = [str(p) for p in images if not p.is_file()]
@@ -128,9 +156,9 @@ def export_model(
     preprocess = PreprocessSpec.keras(mode, input_size)
     labels = LabelSet.imagenet1k()
     blobs, reports = {}, {}
-    with prog.stage("verify against Keras", f"{len(images)} real photos, {'/'.join(precisions)}"):
-        from edge_classify.runtime.classifier import Classifier
+    from edge_classify.runtime.classifier import Classifier
 
+    with prog.stage("verify against Keras", f"{len(images)} real photos, {'/'.join(precisions)}"):
         for precision in precisions:
             info = ModelInfo(arch, precision, convert.INPUT_NAME, convert.OUTPUT_NAME, "probabilities",
                              len(labels), static_batch)
@@ -158,13 +186,75 @@ def export_model(
             exit_code=EXIT_PARITY,
         )
 
+    fidelity: dict[str, dict] = {}
+    selection = None
+    if int8:
+        acts = choose_precision.int8_activations(int8_activations)
+        with prog.stage("quantize to INT8", f"{len(calib_set.calibrate)} calibration + {len(calib_set.holdout)} "
+                        f"held-out images of {calib_set.found}, {calib_method}, per-channel, {acts} activations"):
+            q = quantize.onnx_to_int8(blobs["fp32"][0], calib_set.calibrate, preprocess, convert.INPUT_NAME,
+                                      calib_method, acts, progress)
+            fp32_holdout = Classifier(blobs["fp32"][0], providers="cpu").predict(calib_set.holdout)
+            for p in precisions[1:]:
+                fidelity[p] = quantize.fidelity(fp32_holdout, Classifier(blobs[p][0], providers="cpu").predict(calib_set.holdout))
+            fidelity["int8"] = quantize.fidelity(fp32_holdout, Classifier(q, providers="cpu").predict(calib_set.holdout))
+            f8 = fidelity["int8"]
+            passed = min_agreement is None or f8["top1_agreement"] >= min_agreement
+            parity = {
+                "reference": "fp32 ONNX on held-out calibration images",
+                **f8,
+                "min_agreement": min_agreement,
+                "passed": passed,
+                "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric", "activations": acts,
+                                 "method": calib_method, "calibration_images": len(calib_set.calibrate),
+                                 "heldout_images": [p.name for p in calib_set.holdout]},
+            }
+            if progress:
+                print(f"      int8 vs fp32 on {f8['images']} held-out images: top-1 agreement {f8['top1_agreement']:.1%}, "
+                      f"top-5 overlap {f8['top5_overlap']:.1%}, max|dp| {f8['max_abs_diff']:.3g}, "
+                      f"mean|dp| {f8['mean_abs_diff']:.3g}", file=sys.stderr, flush=True)
+            if not passed and not auto:
+                raise EdgeClassifyError(
+                    f"INT8 top-1 agreement with FP32 is {f8['top1_agreement']:.3f}, below --min-agreement "
+                    f"{min_agreement}; nothing was written",
+                    hint="try --calib-method entropy or percentile, more calibration images, or keep FP32/FP16",
+                    exit_code=EXIT_PARITY,
+                )
+            info = ModelInfo(arch, "int8", convert.INPUT_NAME, convert.OUTPUT_NAME, "probabilities", len(labels), static_batch)
+            proto = onnx_load(q)
+            convert.attach_contract(proto, ModelContract(preprocess, labels, info, provenance, parity),
+                                    doc=f"{arch} int8 exported by edge-classify")
+            blobs["int8"] = (proto.SerializeToString(), parity)
+            precisions.append("int8")
+
+    if auto:
+        bar = DEFAULT_AGREEMENT_BAR if min_agreement is None else min_agreement
+        with prog.stage("choose precision", f"fastest candidate with top-1 agreement >= {bar}"):
+            latency = choose_precision.latency_p50_ms({p: blobs[p][0] for p in precisions})
+            agreement = {"fp32": 1.0, **{p: fidelity[p]["top1_agreement"] for p in precisions[1:]}}
+            chosen, reason = choose_precision.choose(agreement, latency, bar)
+            if progress:
+                for p in precisions:
+                    print(f"      {p}: {latency[p]:.1f} ms p50, top-1 agreement {agreement[p]:.3f}", file=sys.stderr)
+                print(f"      chose {chosen}: {reason}", file=sys.stderr, flush=True)
+            selection = {"chosen": chosen, "reason": reason, "agreement_bar": bar,
+                         "candidates": {p: {"p50_ms_batch1": latency[p], "top1_agreement": agreement[p],
+                                            **({"fidelity": fidelity[p]} if p in fidelity else {})} for p in precisions},
+                         "measured_on": platform.processor() or platform.machine()}
+            proto = onnx_load(blobs[chosen][0])
+            c = Classifier(blobs[chosen][0], providers="cpu").contract
+            convert.attach_contract(proto, ModelContract(c.preprocess, c.labels, c.model,
+                                                         {**c.provenance, "selection": selection}, c.parity))
+            blobs = {chosen: (proto.SerializeToString(), blobs[chosen][1])}
+            precisions = [chosen]
+
     result = ExportResult(weights=provenance["weights"])
     with prog.stage("write", str(out)):
         for precision in precisions:
-            path = out if precision == "fp32" else variant_path(out, precision)
+            path = out if precision == "fp32" or auto else variant_path(out, precision)
             data, parity = blobs[precision]
             convert.atomic_write(path, data)
-            result.files.append(ExportedFile(path, precision, len(data), parity))
+            result.files.append(ExportedFile(path, precision, len(data), parity, selection if auto else None))
         # Warm the runtime's optimised-graph cache so the first edge-classify is a fast one.
         for f in result.files:
             Classifier(f.path, providers="cpu")

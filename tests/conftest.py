@@ -150,13 +150,25 @@ def standin(tmp_path_factory, photos):
 
 
 @pytest.fixture(scope="session")
-def exported(standin, tmp_path_factory):
-    """FP32 + FP16 ONNX exports of the stand-in, made by the product's own export stage."""
+def calib_dir(tmp_path_factory, photos) -> Path:
+    """A folder of real photos for INT8 calibration (scikit-image's, copied)."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("calib")
+    for p in photos:
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture(scope="session")
+def exported(standin, calib_dir, tmp_path_factory):
+    """FP32 + FP16 + INT8 ONNX exports of the stand-in, made by the product's own export stage."""
     from edge_classify.export.pipeline import export_model
 
     _, weights = standin
     out = tmp_path_factory.mktemp("export") / "standin.onnx"
-    result = export_model(out, arch="resnet50", weights=str(weights), fp16=True, progress=False)
+    result = export_model(out, arch="resnet50", weights=str(weights), fp16=True, int8=True,
+                          calib=str(calib_dir), progress=False)
     return {f.precision: f.path for f in result.files}
 
 
