@@ -40,7 +40,7 @@ PLANS = {
     # iterations per measurement
     "default": {"latency": 100, "throughput": {1: 30, 8: 6, 32: 3}, "cold_runs": 3, "bulk_images": 64,
                 "preprocess_rounds": 5},
-    "quick": {"latency": 10, "throughput": {1: 3, 8: 1, 32: 1}, "cold_runs": 1, "bulk_images": 16,
+    "quick": {"latency": 8, "throughput": {1: 3, 8: 1, 32: 1}, "cold_runs": 1, "bulk_images": 16,
               "preprocess_rounds": 1, "throughput_warmup": 0},
 }
 
@@ -61,13 +61,14 @@ def sample_photos() -> list[Path]:
     return photos
 
 
-def prepare_model(out: Path, model: Path | None, weights: Path | None, prog: Progress) -> dict:
+def prepare_model(out: Path, model: Path | None, weights: Path | None, prog: Progress, quick: bool = False) -> dict:
     """Exported FP32 (+FP16 if present) and the Keras weights they came from."""
     if model is not None:
         if weights is None:
             raise SystemExit("edge-bench: --model needs --weights (the Keras weights it was exported from)")
-        fp16 = model.with_name(model.name.replace(".onnx", ".fp16.onnx"))
-        return {"fp32": model, "fp16": fp16 if fp16.is_file() else None, "weights": weights, "origin": "given"}
+        sib = {pr: model.with_name(model.name.replace(".onnx", f".{pr}.onnx")) for pr in ("fp16", "int8")}
+        return {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()},
+                "weights": weights, "origin": "given"}
     from edge_classify.export.keras_model import import_tensorflow
     from edge_classify.export.pipeline import export_model
 
@@ -79,10 +80,17 @@ def prepare_model(out: Path, model: Path | None, weights: Path | None, prog: Pro
     keras.utils.set_random_seed(0)
     weights = mdir / "resnet50-random.weights.h5"
     keras.applications.ResNet50(weights=None).save_weights(str(weights))
-    prog.say("exporting FP32 + FP16 from random weights (seed 0) with export-model's pipeline")
-    result = export_model(mdir / "resnet50.onnx", weights=str(weights), fp16=True, progress=False)
+    calib = mdir / "calib"
+    calib.mkdir(exist_ok=True)
+    for p in sample_photos():
+        shutil.copy(p, calib / p.name)
+    int8 = len(list(calib.iterdir())) >= 8 and not quick
+    prog.say(f"exporting FP32 + FP16{' + INT8' if int8 else ''} from random weights (seed 0) with export-model's pipeline")
+    result = export_model(mdir / "resnet50.onnx", weights=str(weights), fp16=True, int8=int8,
+                          calib=str(calib) if int8 else None, progress=False)
     files = {f.precision: f.path for f in result.files}
-    return {"fp32": files["fp32"], "fp16": files.get("fp16"), "weights": weights, "origin": "random (seed 0)"}
+    return {"fp32": files["fp32"], "fp16": files.get("fp16"), "int8": files.get("int8"), "weights": weights,
+            "origin": "random (seed 0)"}
 
 
 def build_keras(weights: Path):
@@ -213,23 +221,28 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     prog.section("model")
-    m = prepare_model(args.out, args.model, args.weights, prog)
+    m = prepare_model(args.out, args.model, args.weights, prog, quick=args.quick)
     if args.threads:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     keras_model = build_keras(m["weights"])
-    precisions = [pr for pr in ("fp32", "fp16") if m.get(pr)]
+    precisions = [pr for pr in ("fp32", "fp16", "int8") if m.get(pr)]
     have_ov = systems.openvino_available() and not args.no_openvino
     notes = [f"weights: {m['origin']}; latency does not depend on weight values"]
     if not have_ov:
         notes.append("OpenVINO not installed (pip install openvino): peer rows skipped")
+    if not m.get("int8"):
+        notes.append("no INT8 rows: --quick skips the INT8 export; otherwise export with --int8 --calib "
+                     "(edge-bench calibrates on scikit-image's photos when it is installed)")
 
     x1 = np.random.default_rng(0).uniform(-120, 150, (1, 224, 224, 3)).astype(np.float32)
     lat_systems = [systems.keras_predict(keras_model), systems.keras_tf_function(keras_model)]
     lat_systems += [systems.edge(m[pr], pr, args.threads) for pr in precisions]
     if have_ov:
         lat_systems.append(systems.openvino(m["fp32"], 1, args.threads))
+        if m.get("int8"):
+            lat_systems.append(systems.openvino(m["int8"], 1, args.threads, label="int8"))
     reference = lat_systems[0].warm(x1)
     agreement = {}
     for s in lat_systems:
@@ -242,6 +255,8 @@ def main(argv=None) -> int:
         rows = list(edge_sessions.values())
         if have_ov:
             rows.append(systems.openvino(m["fp32"], batch, args.threads))
+            if m.get("int8"):
+                rows.append(systems.openvino(m["int8"], batch, args.threads, label="int8"))
         return rows
 
     throughput = bench_throughput(make_throughput, plan, prog)

@@ -68,8 +68,12 @@ def openvino_available() -> bool:
     return True
 
 
-def openvino(path: Path, batch: int, threads: int | None = None, precision_hint: str | None = None) -> System:
-    """OpenVINO on the same ONNX file, compiled for a static batch with the latency hint."""
+def openvino(path: Path, batch: int, threads: int | None = None, precision_hint: str | None = None,
+             label: str | None = None) -> System:
+    """OpenVINO on the same ONNX file, compiled for a static batch with the latency hint.
+
+    ``label`` names the row (e.g. ``int8`` for the QDQ model, which OpenVINO runs in int8).
+    """
     import openvino as ov
 
     t0 = time.perf_counter()
@@ -89,8 +93,9 @@ def openvino(path: Path, batch: int, threads: int | None = None, precision_hint:
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
 
-    label = precision_hint or compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    label = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(label, label)
+    if label is None:
+        label = precision_hint or compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        label = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(label, label)
     s = System(f"OpenVINO {label}", "peer", label, run, create_s=time.perf_counter() - t0)
     s.notes.append(f"openvino {ov.__version__}, static batch {batch}, LATENCY hint")
     return s

@@ -17,10 +17,11 @@ from .errors import EdgeClassifyError
 ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",  # the onnxruntime-openvino distribution
     "cpu": "CPUExecutionProvider",
 }
 SHORT = {v: k for k, v in ALIASES.items()}
-AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+AUTO_ORDER = ("tensorrt", "cuda", "openvino", "cpu")
 CHOICES = ("auto",) + AUTO_ORDER
 
 
@@ -75,9 +76,9 @@ def tensorrt_options(
 def plan_providers(requested: str, available: list[str], trt_options: dict | None = None) -> ProviderPlan:
     """Resolve ``auto|tensorrt|cuda|cpu`` against the available providers.
 
-    ``auto`` takes TensorRT, then CUDA, then CPU, keeping each that is available (later
-    ones run the nodes earlier ones cannot). A named provider must be available; the
-    faster GPU providers below it stay as fallbacks (TensorRT -> CUDA -> CPU).
+    ``auto`` takes TensorRT, then CUDA, then OpenVINO, then CPU, keeping each that is
+    available (later ones run the nodes earlier ones cannot). A named provider must be
+    available; the providers below it stay as fallbacks (TensorRT -> CUDA -> CPU).
     """
     requested = (requested or "auto").lower()
     if requested not in CHOICES:
@@ -92,10 +93,11 @@ def plan_providers(requested: str, available: list[str], trt_options: dict | Non
             raise EdgeClassifyError(
                 f"provider {requested!r} ({ALIASES[requested]}) is not available in this onnxruntime build",
                 hint=f"available: {', '.join(avail_short) or 'none'}"
-                + ("; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)" if requested != "cpu" else ""),
+                + {"cpu": "", "openvino": "; for OpenVINO install edge-classify[openvino] instead of [cpu]"}.get(
+                    requested, "; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)"),
             )
         start = AUTO_ORDER.index(requested)
-        chain = [p for p in AUTO_ORDER[start:] if p in avail_short]
+        chain = [p for p in AUTO_ORDER[start:] if p in avail_short and (p == requested or p != "openvino")]
     if "cpu" not in chain:  # ORT appends CPU anyway; make it explicit so reports are honest
         chain.append("cpu")
     providers = [(ALIASES[p], dict(trt_options or {}) if p == "tensorrt" else {}) for p in chain]

@@ -8,6 +8,7 @@ from edge_classify.runtime.errors import EdgeClassifyError
 from edge_classify.runtime.providers import check_used, plan_providers, tensorrt_options
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+OV = "OpenVINOExecutionProvider"
 JETSON = [TRT, CUDA, CPU]
 CUDA_ONLY = [CUDA, CPU]
 CPU_ONLY = [CPU]
@@ -25,13 +26,17 @@ CPU_ONLY = [CPU]
         ("cuda", JETSON, [CUDA, CPU]),
         ("cpu", JETSON, [CPU]),
         ("CUDA", CUDA_ONLY, [CUDA, CPU]),
+        ("auto", [OV, CPU], [OV, CPU]),
+        ("openvino", [OV, CPU], [OV, CPU]),
+        ("cuda", [CUDA, OV, CPU], [CUDA, CPU]),  # a named GPU provider does not pull in OpenVINO
     ],
 )
 def test_plan(requested, available, expected):
     assert plan_providers(requested, available).names == expected
 
 
-@pytest.mark.parametrize("requested, available", [("tensorrt", CUDA_ONLY), ("cuda", CPU_ONLY), ("tensorrt", CPU_ONLY)])
+@pytest.mark.parametrize("requested, available",
+                         [("tensorrt", CUDA_ONLY), ("cuda", CPU_ONLY), ("tensorrt", CPU_ONLY), ("openvino", CPU_ONLY)])
 def test_unavailable_provider_lists_available(requested, available):
     with pytest.raises(EdgeClassifyError) as e:
         plan_providers(requested, available)
