@@ -71,11 +71,14 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(model: str, weights: str, image: str, runs: int, threads: int | None = None, log=_stderr) -> dict:
+def edge_command(model: str, image: str, threads: int | None = None) -> list[str]:
     script = shutil.which("edge-classify")  # the installed console script, as users run it
-    edge = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q", image]
-    if threads:
-        edge[-1:-1] = ["--threads", str(threads)]
+    cmd = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q"]
+    return cmd + (["--threads", str(threads)] if threads else []) + [image]
+
+
+def run(model: str, weights: str, image: str, runs: int, threads: int | None = None, log=_stderr) -> dict:
+    edge = edge_command(model, image, threads)
     keras_cmd = [sys.executable, "-c", KERAS_SCRIPT, weights, image]
     results = {"edge-classify": [], "keras-script": []}
     outputs = {}

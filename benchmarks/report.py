@@ -148,11 +148,15 @@ def markdown(d: dict) -> str:
                     len(d["cold_start"][n]["runs"])] for n in ("edge-classify", "keras-script")]),
         f"Ratio edge/keras: wall {d['ratios']['cold_wall_edge_over_keras']:.3f}, "
         f"peak RSS {d['ratios']['cold_rss_edge_over_keras']:.3f}.",
+        "Cold `edge-classify` per precision (same image):",
+        _md_table(["precision", "model MiB", "median wall s", "median peak RSS MiB"],
+                  [[p, f"{r['size_mib']:.1f}", f"{r['wall_s_median']:.2f}", f"{r['peak_rss_mib_median']:.0f}"]
+                   for p, r in d["cold_start"].get("by_precision", {}).items()]),
         "## End to end, warm bulk",
-        f"{d['warm_bulk']['images']} JPEGs, batch {d['warm_bulk']['batch_size']}: "
-        f"{d['warm_bulk']['images_per_s']:.1f} images/s vs pure inference "
-        f"{(d['warm_bulk']['pure_inference_images_per_s'] or 0):.1f} images/s "
-        f"(ratio {(d['warm_bulk']['ratio_vs_pure_inference'] or 0):.2f}).",
+        f"{d['warm_bulk']['images']} JPEGs, batch {d['warm_bulk']['batch_size']}, median of "
+        f"{d['warm_bulk']['rounds']} alternating rounds: {d['warm_bulk']['images_per_s']:.1f} images/s classified "
+        f"from files vs {d['warm_bulk']['pure_inference_images_per_s']:.1f} images/s pure inference on "
+        f"preprocessed tensors (ratio {d['warm_bulk']['ratio_vs_pure_inference']:.2f}).",
         "## Model files",
         _md_table(["precision", "size MiB"], [[p, f"{f['size_mib']:.1f}"] for p, f in d["model"]["files"].items()]),
         "## Notes", "\n".join(f"- {n}" for n in d["notes"]) or "-",

@@ -38,9 +38,9 @@ class Progress:
 
 PLANS = {
     # iterations per measurement
-    "default": {"latency": 100, "throughput": {1: 30, 8: 6, 32: 3}, "cold_runs": 3, "bulk_images": 64,
+    "default": {"latency": 100, "throughput": {1: 30, 8: 6, 32: 3}, "cold_runs": 3, "bulk_images": 64, "bulk_rounds": 3,
                 "preprocess_rounds": 5},
-    "quick": {"latency": 8, "throughput": {1: 3, 8: 1, 32: 1}, "cold_runs": 1, "bulk_images": 16,
+    "quick": {"latency": 8, "throughput": {1: 3, 8: 1, 32: 1}, "cold_runs": 1, "bulk_images": 16, "bulk_rounds": 1,
               "preprocess_rounds": 1, "throughput_warmup": 0},
 }
 
@@ -168,34 +168,67 @@ def bench_cold_start(model, weights, image, plan, prog) -> dict:
     return cold_run(str(model), str(weights), str(image), plan["cold_runs"], log=prog.say)
 
 
-def bench_warm_bulk(model, photos, n, throughput, prog, batch=8) -> dict:
-    from edge_classify.runtime import Classifier
+def bench_cold_by_precision(m: dict, precisions: list[str], image, runs: int, prog) -> dict:
+    """Cold edge-classify per exported precision: wall and peak RSS (medians)."""
+    import statistics
 
-    prog.section("warm bulk", f"{n} images, batch {batch}")
+    from .cold_start import edge_command, measure
+
+    out = {}
+    for pr in precisions:
+        rows = [measure(edge_command(str(m[pr]), str(image))) for _ in range(runs)]
+        out[pr] = {"wall_s_median": statistics.median(r[0] for r in rows),
+                   "peak_rss_mib_median": statistics.median(r[1] for r in rows), "runs": len(rows),
+                   "size_mib": m[pr].stat().st_size / 2**20}
+        prog.say(f"cold {pr}: {out[pr]['wall_s_median']:.2f} s, {out[pr]['peak_rss_mib_median']:.0f} MiB")
+    return out
+
+
+def bench_warm_bulk(model, photos, n, rounds, prog, batch=8) -> dict:
+    """Classify a folder of JPEGs (decode + preprocess + inference, overlapped) vs pure
+    inference on the same number of already-preprocessed images at the same batch size.
+
+    Both are timed in alternating rounds within this section, so the ratio is not at the
+    mercy of machine drift between sections.
+    """
+    import statistics
+
+    import cv2
+
+    from edge_classify.runtime import Classifier, preprocess
+
+    prog.section("warm bulk", f"{n} images, batch {batch}, {rounds} alternating rounds")
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-bulk-"))
     try:
-        from edge_classify.runtime.preprocess import load
-
-        import cv2
-
         paths = []
         for i in range(n):  # distinct files: real photos re-encoded at varying quality
-            img = load(photos[i % len(photos)])
+            img = preprocess.load(photos[i % len(photos)])
             p = folder / f"img{i:04d}.jpg"
             cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 70 + i % 25])
             paths.append(p)
         clf = Classifier(model, providers="cpu", batch_size=batch)
-        clf.classify(paths[:batch])  # warm-up
-        t0 = time.perf_counter()
-        results = clf.classify(paths, top_k=3)
-        wall = time.perf_counter() - t0
+        tensor = preprocess.preprocess(paths[:batch], clf.contract.preprocess)
+        clf.classify(paths[:batch])  # warm-up both paths
+        clf.run(tensor)
+        bulk, pure = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            results = clf.classify(paths, top_k=3)
+            bulk.append(time.perf_counter() - t0)
+            time.sleep(0.05)
+            t0 = time.perf_counter()
+            for _ in range(0, n, batch):
+                clf.run(tensor)
+            pure.append(time.perf_counter() - t0)
+            time.sleep(0.05)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    assert all(r.ok for r in results)
-    pure = throughput.get("edge-classify ORT fp32", {}).get(str(batch), {}).get("images_per_s")
-    ips = n / wall
-    return {"images": n, "batch_size": batch, "wall_s": wall, "images_per_s": ips,
-            "pure_inference_images_per_s": pure, "ratio_vs_pure_inference": (ips / pure) if pure else None}
+    if not all(r.ok for r in results):
+        raise SystemExit("edge-bench: warm bulk: some images failed to classify")
+    ips, pure_ips = n / statistics.median(bulk), n / statistics.median(pure)
+    prog.say(f"bulk {ips:.1f} img/s vs pure inference {pure_ips:.1f} img/s")
+    return {"images": n, "batch_size": batch, "rounds": rounds, "wall_s_median": statistics.median(bulk),
+            "images_per_s": ips, "pure_inference_images_per_s": pure_ips, "ratio_vs_pure_inference": ips / pure_ips}
 
 
 def main(argv=None) -> int:
@@ -263,7 +296,8 @@ def main(argv=None) -> int:
     photos = sample_photos()
     prep = bench_preprocessing(photos, plan, prog)
     cold = bench_cold_start(m["fp32"], m["weights"], photos[0], plan, prog)
-    bulk = bench_warm_bulk(m["fp32"], photos, plan["bulk_images"], throughput, prog)
+    cold["by_precision"] = bench_cold_by_precision(m, precisions, photos[0], plan["cold_runs"], prog)
+    bulk = bench_warm_bulk(m["fp32"], photos, plan["bulk_images"], plan["bulk_rounds"], prog)
 
     prog.section("report", str(args.out))
     data = report.assemble(

@@ -21,7 +21,7 @@ examples:
   export-model --precision auto --calib 'photos/*.jpg'       fastest precision that keeps top-1
 
 Then: edge-classify IMG (reads the default location unless --model is given).
-exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity check failed (nothing written)
+exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity or agreement check failed (nothing written)
 """
 
 
