@@ -10,6 +10,7 @@ requires) or uint8 (``u8``).
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import random
 import sys
@@ -109,15 +110,23 @@ def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, in
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
     act = QuantType.QInt8 if activations == "s8" else QuantType.QUInt8
-    with tempfile.TemporaryDirectory(prefix="edge-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32_model)
-        quantize_static(
-            str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,
-            extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
-        )
-        return dst.read_bytes()
+    # quantize_static logs advice on the root logger ("consider pre-processing"): the
+    # graph tf2onnx writes is already folded, so keep the export output readable.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-int8-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            src.write_bytes(fp32_model)
+            quantize_static(
+                str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,
+                extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
+            )
+            return dst.read_bytes()
+    finally:
+        root.setLevel(level)
 
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:

@@ -133,6 +133,10 @@ def _run(args) -> int:
         info("saved the optimised graph for this CPU; later runs start faster")
     if clf.provider_warning:
         print(f"edge-classify: warning: {clf.provider_warning}", file=sys.stderr)
+    quant = (clf.contract.parity or {}).get("quantization") or {}
+    if quant.get("activations") == "u8" and clf.provider == "TensorrtExecutionProvider":
+        print("edge-classify: warning: this INT8 model has uint8 activations (made for x86 CPUs); TensorRT needs "
+              "symmetric int8: re-export with --int8-activations s8", file=sys.stderr)
     if clf.contract.weights_origin == "random":
         print(
             "edge-classify: warning: this model was exported with --weights random (smoke test): "
