@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from edge_classify.runtime import Classifier
 
-
-def _available() -> list[str]:
-    import onnxruntime as ort
-
-    return ort.get_available_providers()
+AVAILABLE = ort.get_available_providers()
+GPU_PROVIDERS = [
+    pytest.param(alias, name, atol, marks=pytest.mark.skipif(name not in AVAILABLE, reason=f"{name} not available"))
+    for alias, name, atol in [
+        ("cuda", "CUDAExecutionProvider", 1e-4),
+        ("tensorrt", "TensorrtExecutionProvider", 2e-2),  # TensorRT runs FP16 by default
+    ]
+]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("provider, tensorrt_fp16_atol", [("cuda", None), ("tensorrt", 2e-2)])
-def test_gpu_provider_matches_cpu(provider, tensorrt_fp16_atol, exported, photos, tmp_path):
-    name = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[provider]
-    if name not in _available():
-        pytest.skip(f"{name} not available in this onnxruntime build")
+@pytest.mark.parametrize("provider, name, atol", GPU_PROVIDERS)
+def test_gpu_provider_matches_cpu(provider, name, atol, exported, photos, tmp_path):
     cpu = Classifier(exported["fp32"], providers="cpu").predict(photos[:6])
     gpu = Classifier(exported["fp32"], providers=provider, trt_cache_dir=tmp_path)
     assert gpu.provider == name  # really ran there, no silent fallback
     got = gpu.predict(photos[:6])
     assert np.array_equal(got.argmax(1), cpu.argmax(1))
-    assert np.abs(got - cpu).max() <= (tensorrt_fp16_atol or 1e-4)
+    assert np.abs(got - cpu).max() <= atol
