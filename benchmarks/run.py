@@ -1,12 +1,13 @@
 """``edge-bench``: the whole comparison in one command -> report.md, report.json, PNG plots.
 
-    edge-bench                      # default run, ~5-8 minutes on 2 cores
+    edge-bench                      # default run, ~5 minutes on 2 cores
     edge-bench --quick              # smoke run, under 2 minutes (what CI runs)
     edge-bench --model m.onnx --weights w.weights.h5 -o bench-out
 
 Without ``--model``, it builds ResNet50 with random weights (seed 0; speed does not
 depend on the weights, and the report says so), saves those weights for the Keras rows,
-and exports FP32 + FP16 with ``export-model``'s own pipeline.
+and exports FP32 + FP16 + INT8 (calibrated on the sample photos; not in --quick) with
+``export-model``'s own pipeline.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def sample_photos() -> list[Path]:
 
 
 def prepare_model(out: Path, model: Path | None, weights: Path | None, prog: Progress, quick: bool = False) -> dict:
-    """Exported FP32 (+FP16 if present) and the Keras weights they came from."""
+    """Exported FP32 (+FP16/INT8 if present) and the Keras weights they came from."""
     if model is not None:
         if weights is None:
             raise SystemExit("edge-bench: --model needs --weights (the Keras weights it was exported from)")

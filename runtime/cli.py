@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", "-k", type=_positive_int, default=3, help="predictions per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt", "openvino"],
-                   help="execution provider; auto prefers tensorrt, then cuda, then openvino, then cpu (default: auto)")
+                   help="execution provider; auto prefers tensorrt, then cuda, then cpu; openvino only when named "
+                        "(default: auto)")
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: onnxruntime's)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per inference batch (default: 8)")
     p.add_argument("--exif-orientation", action="store_true",

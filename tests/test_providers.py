@@ -26,7 +26,7 @@ CPU_ONLY = [CPU]
         ("cuda", JETSON, [CUDA, CPU]),
         ("cpu", JETSON, [CPU]),
         ("CUDA", CUDA_ONLY, [CUDA, CPU]),
-        ("auto", [OV, CPU], [OV, CPU]),
+        ("auto", [OV, CPU], [CPU]),  # measured no faster than CPU: only when named
         ("openvino", [OV, CPU], [OV, CPU]),
         ("cuda", [CUDA, OV, CPU], [CUDA, CPU]),  # a named GPU provider does not pull in OpenVINO
     ],
