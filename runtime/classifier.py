@@ -134,8 +134,8 @@ class Classifier:
             session_cache.prune(cached)
             self.cache_status = "stored"
             return session
-        except OSError:  # read-only home, full disk: run without the cache
-            tmp.unlink(missing_ok=True)
+        except Exception:  # read-only home, full disk (ORT raises its own types): no cache;
+            tmp.unlink(missing_ok=True)  # a genuinely broken model fails again just below
             so.optimized_model_filepath = ""
             return ort.InferenceSession(source, so, providers=self.plan.providers)
 
