@@ -26,17 +26,22 @@ def alternate(calls: dict[str, Callable[[], object]], iterations: int, warmup: i
     """Time each call ``iterations`` times, round-robin (A B C A B C ...), after warm-up.
 
     Round-robin means slow drift of a noisy machine (thermal, neighbours) lands on every
-    system alike, so within-run ratios stay fair even when absolute numbers wobble. An
-    untimed ``gap_s`` pause before each call lets the previous system's worker threads
-    go idle, so one runtime's spinning threads are not billed to the next.
+    system alike, so within-run ratios stay fair even when absolute numbers wobble. The
+    starting system rotates every round (A B C, B C A, C A B): on this 2-core VM the first
+    call of a round measured up to 25% slower whatever system it was, so a fixed order
+    would bill that to one system. An untimed ``gap_s`` pause before each call lets the
+    previous system's worker threads go idle.
     """
     for fn in calls.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in calls}
     step = max(1, iterations // 10)
+    names = list(calls)
     for i in range(iterations):
-        for name, fn in calls.items():
+        start = i % len(names)
+        for name in names[start:] + names[:start]:
+            fn = calls[name]
             if gap_s:
                 time.sleep(gap_s)
             t0 = time.perf_counter()
