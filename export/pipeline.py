@@ -6,6 +6,7 @@ paths until every model has passed its parity gate; writes are atomic.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import platform
 import sys
@@ -37,25 +38,19 @@ class Progress:
         self.stages, self.stream, self.enabled = stages, stream or sys.stderr, enabled
         self.timings: dict[str, float] = {}
 
+    @contextlib.contextmanager
     def stage(self, name: str, detail: str = ""):
-        progress = self
-
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-                if progress.enabled:
-                    i = progress.stages.index(name) + 1
-                    msg = f"[{i}/{len(progress.stages)}] {name}" + (f": {detail}" if detail else "")
-                    print(msg + " ...", file=progress.stream, flush=True)
-                return self
-
-            def __exit__(self, exc_type, *_):
-                dt = time.perf_counter() - self.t0
-                progress.timings[name] = round(dt, 2)
-                if progress.enabled and exc_type is None:
-                    print(f"      done in {dt:.1f} s", file=progress.stream, flush=True)
-
-        return _Stage()
+        if self.enabled:
+            i = self.stages.index(name) + 1
+            print(f"[{i}/{len(self.stages)}] {name}" + (f": {detail}" if detail else "") + " ...",
+                  file=self.stream, flush=True)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t0, 2)
+        if self.enabled:  # only reached when the stage succeeded
+            print(f"      done in {self.timings[name]:.1f} s", file=self.stream, flush=True)
 
 
 @dataclass
@@ -155,7 +150,7 @@ def export_model(
 
     preprocess = PreprocessSpec.keras(mode, input_size)
     labels = LabelSet.imagenet1k()
-    blobs, reports = {}, {}
+    blobs, reports, sessions, contracts = {}, {}, {}, {}
     from edge_classify.runtime.classifier import Classifier
 
     with prog.stage("verify against Keras", f"{len(images)} real photos, {'/'.join(precisions)}"):
@@ -164,7 +159,8 @@ def export_model(
                              len(labels), static_batch)
             contract = ModelContract(preprocess, labels, info, provenance)
             convert.attach_contract(protos[precision], contract, doc=f"{arch} {precision} exported by edge-classify")
-            candidate = Classifier(protos[precision].SerializeToString(), providers="cpu").predict(images)
+            sessions[precision] = Classifier(protos[precision].SerializeToString(), providers="cpu")
+            candidate = sessions[precision].predict(images)
             report = verify.check(reference, candidate, precision)
             reports[precision] = report
             if progress:
@@ -175,7 +171,8 @@ def export_model(
                 "image_files": [p.name for p in images],
                 **report.to_dict(),
             }
-            convert.attach_contract(protos[precision], ModelContract(preprocess, labels, info, provenance, parity))
+            contracts[precision] = ModelContract(preprocess, labels, info, provenance, parity)
+            convert.attach_contract(protos[precision], contracts[precision])
             blobs[precision] = (protos[precision].SerializeToString(), parity)
     failed = {p: r for p, r in reports.items() if not r.passed}
     if failed:
@@ -194,10 +191,10 @@ def export_model(
                         f"held-out images of {calib_set.found}, {calib_method}, per-channel, {acts} activations"):
             q = quantize.onnx_to_int8(blobs["fp32"][0], calib_set.calibrate, preprocess, convert.INPUT_NAME,
                                       calib_method, acts, progress)
-            fp32_holdout = Classifier(blobs["fp32"][0], providers="cpu").predict(calib_set.holdout)
-            for p in precisions[1:]:
-                fidelity[p] = quantize.fidelity(fp32_holdout, Classifier(blobs[p][0], providers="cpu").predict(calib_set.holdout))
-            fidelity["int8"] = quantize.fidelity(fp32_holdout, Classifier(q, providers="cpu").predict(calib_set.holdout))
+            sessions["int8"] = Classifier(q, providers="cpu")
+            fp32_holdout = sessions["fp32"].predict(calib_set.holdout)
+            for p in precisions[1:] + ["int8"]:
+                fidelity[p] = quantize.fidelity(fp32_holdout, sessions[p].predict(calib_set.holdout))
             f8 = fidelity["int8"]
             passed = min_agreement is None or f8["top1_agreement"] >= min_agreement
             parity = {
@@ -222,15 +219,15 @@ def export_model(
                 )
             info = ModelInfo(arch, "int8", convert.INPUT_NAME, convert.OUTPUT_NAME, "probabilities", len(labels), static_batch)
             proto = onnx_load(q)
-            convert.attach_contract(proto, ModelContract(preprocess, labels, info, provenance, parity),
-                                    doc=f"{arch} int8 exported by edge-classify")
+            contracts["int8"] = ModelContract(preprocess, labels, info, provenance, parity)
+            convert.attach_contract(proto, contracts["int8"], doc=f"{arch} int8 exported by edge-classify")
             blobs["int8"] = (proto.SerializeToString(), parity)
             precisions.append("int8")
 
     if auto:
         bar = DEFAULT_AGREEMENT_BAR if min_agreement is None else min_agreement
         with prog.stage("choose precision", f"fastest candidate with top-1 agreement >= {bar}"):
-            latency = choose_precision.latency_p50_ms({p: blobs[p][0] for p in precisions})
+            latency = choose_precision.latency_p50_ms({p: sessions[p] for p in precisions})
             agreement = {"fp32": 1.0, **{p: fidelity[p]["top1_agreement"] for p in precisions[1:]}}
             chosen, reason = choose_precision.choose(agreement, latency, bar)
             if progress:
@@ -242,7 +239,7 @@ def export_model(
                                             **({"fidelity": fidelity[p]} if p in fidelity else {})} for p in precisions},
                          "measured_on": platform.processor() or platform.machine()}
             proto = onnx_load(blobs[chosen][0])
-            c = Classifier(blobs[chosen][0], providers="cpu").contract
+            c = contracts[chosen]
             convert.attach_contract(proto, ModelContract(c.preprocess, c.labels, c.model,
                                                          {**c.provenance, "selection": selection}, c.parity))
             blobs = {chosen: (proto.SerializeToString(), blobs[chosen][1])}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import time
 
 import numpy as np
 
@@ -30,30 +29,16 @@ def int8_activations(requested: str) -> str:
     return "u8" if platform.machine().lower() in ("x86_64", "amd64") else "s8"
 
 
-def latency_p50_ms(blobs: dict[str, bytes], iterations: int = 20) -> dict[str, float]:
-    """Batch-1 p50 of each candidate on this machine, alternating candidates each round."""
-    from edge_classify.runtime.classifier import Classifier
+def latency_p50_ms(classifiers: dict, iterations: int = 20) -> dict[str, float]:
+    """Batch-1 p50 of each candidate ``Classifier`` on this machine, in alternating rounds."""
+    from edge_classify.benchmarks.stats import alternate
 
-    sessions = {name: Classifier(b, providers="cpu") for name, b in blobs.items()}
-    x = np.random.default_rng(0).uniform(-120, 150, (1,) + _input_shape(next(iter(sessions.values())))).astype(np.float32)
-    for s in sessions.values():
-        s.run(x)
-    samples: dict[str, list[float]] = {n: [] for n in sessions}
-    names = list(sessions)
-    for i in range(iterations):
-        start = i % len(names)  # rotate who goes first: the first call of a round runs slow
-        for name in names[start:] + names[:start]:
-            s = sessions[name]
-            time.sleep(0.01)  # let the previous session's threads go idle
-            t0 = time.perf_counter()
-            s.run(x)
-            samples[name].append(time.perf_counter() - t0)
+    first = next(iter(classifiers.values()))
+    h, w = first.contract.preprocess.input_size
+    shape = (h, w, 3) if first.contract.preprocess.layout == "NHWC" else (3, h, w)
+    x = np.random.default_rng(0).uniform(-120, 150, (1,) + shape).astype(np.float32)
+    samples = alternate({n: (lambda c=c: c.run(x)) for n, c in classifiers.items()}, iterations, warmup=1, gap_s=0.01)
     return {n: statistics.median(v) * 1e3 for n, v in samples.items()}
-
-
-def _input_shape(clf) -> tuple:
-    h, w = clf.contract.preprocess.input_size
-    return (h, w, 3) if clf.contract.preprocess.layout == "NHWC" else (3, h, w)
 
 
 def choose(agreement: dict[str, float], latency_ms: dict[str, float], bar: float) -> tuple[str, str]:

@@ -23,9 +23,9 @@ import numpy as np
 from edge_classify.runtime import preprocess
 from edge_classify.runtime.contract import PreprocessSpec
 from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.files import images_in, is_image_name
 
 METHODS = ("minmax", "entropy", "percentile")
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 DEFAULT_MAX_IMAGES = 200  # calibration statistics settle long before this on ResNets
 MIN_IMAGES = 8
 
@@ -40,10 +40,8 @@ class CalibrationSet:
 def find_images(spec: str) -> list[Path]:
     """A directory (recursive) or a glob pattern -> sorted image files."""
     if os.path.isdir(spec):
-        files = [p for p in Path(spec).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    else:
-        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(files)
+        return images_in(spec)
+    return sorted(Path(p) for p in glob.glob(spec, recursive=True) if is_image_name(p))
 
 
 def split(spec: str, max_images: int = DEFAULT_MAX_IMAGES, holdout_fraction: float = 0.2, seed: int = 0) -> CalibrationSet:

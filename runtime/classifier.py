@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from . import deps, preprocess, session_cache
+from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError
 from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
@@ -219,7 +220,7 @@ class Classifier:
                 )
 
     def _top(self, p: np.ndarray, k: int) -> list[Prediction]:
-        idx = np.argsort(-p, kind="stable")[:k]
+        idx = topk_indices(p, k)
         names, wnids = self.labels.names, self.labels.wnids
         return [Prediction(int(i), wnids[i], names[i], float(p[i])) for i in idx]
 

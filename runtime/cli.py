@@ -14,12 +14,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_INPUTS_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EdgeClassifyError
+from .files import images_in
 from .paths import default_model_path
-
-IMAGE_EXTENSIONS = {
-    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
-    ".ppm", ".pgm", ".pbm", ".pnm",
-}  # fmt: skip
 
 EPILOG = """\
 examples:
@@ -78,9 +74,7 @@ def expand_inputs(args: list[str]) -> list[str]:
     out: list[str] = []
     for arg in args:
         if os.path.isdir(arg):
-            found = sorted(
-                str(p) for p in Path(arg).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-            )
+            found = [str(p) for p in images_in(arg)]
             out.extend(found)
             if not found:
                 print(f"edge-classify: warning: no images in directory {arg}", file=sys.stderr)

@@ -148,7 +148,8 @@ def resize(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     h, w = spec.input_size
     if img.shape[:2] == (h, w):  # load_img skips the resize when sizes already match
         return img
-    return deps.cv2().resize(img, (w, h), interpolation=deps.cv2().INTER_NEAREST_EXACT)
+    cv2 = deps.cv2()
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def prepare(source: ImageInput, spec: PreprocessSpec, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:

@@ -91,18 +91,17 @@ def plan_providers(requested: str, available: list[str], trt_options: dict | Non
             f"unknown provider {requested!r}", hint=f"choose one of: {', '.join(CHOICES)}", exit_code=2
         )
     avail_short = [SHORT[p] for p in available if p in SHORT]
-    if requested == "auto":
-        chain = [p for p in AUTO_ORDER if p in avail_short and p not in AUTO_SKIPS]
-    else:
-        if requested not in avail_short:
-            raise EdgeClassifyError(
-                f"provider {requested!r} ({ALIASES[requested]}) is not available in this onnxruntime build",
-                hint=f"available: {', '.join(avail_short) or 'none'}"
-                + {"cpu": "", "openvino": "; for OpenVINO install edge-classify[openvino] instead of [cpu]"}.get(
-                    requested, "; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)"),
-            )
-        start = AUTO_ORDER.index(requested)
-        chain = [p for p in AUTO_ORDER[start:] if p in avail_short and (p == requested or p != "openvino")]
+    if requested != "auto" and requested not in avail_short:
+        raise EdgeClassifyError(
+            f"provider {requested!r} ({ALIASES[requested]}) is not available in this onnxruntime build",
+            hint=f"available: {', '.join(avail_short) or 'none'}"
+            + {"cpu": "", "openvino": "; for OpenVINO install edge-classify[openvino] instead of [cpu]"}.get(
+                requested, "; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)"),
+        )
+    # The chain starts at the requested provider (all of AUTO_ORDER for auto); providers in
+    # AUTO_SKIPS join it only when they are the one requested.
+    start = 0 if requested == "auto" else AUTO_ORDER.index(requested)
+    chain = [p for p in AUTO_ORDER[start:] if p in avail_short and (p == requested or p not in AUTO_SKIPS)]
     if "cpu" not in chain:  # ORT appends CPU anyway; make it explicit so reports are honest
         chain.append("cpu")
     providers = [(ALIASES[p], dict(trt_options or {}) if p == "tensorrt" else {}) for p in chain]
