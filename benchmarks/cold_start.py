@@ -20,6 +20,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 KERAS_SCRIPT = r"""
 import os, sys
@@ -72,7 +74,9 @@ def _stderr(msg: str) -> None:
 
 
 def edge_command(model: str, image: str, threads: int | None = None) -> list[str]:
-    script = shutil.which("edge-classify")  # the installed console script, as users run it
+    # The installed console script, as users run it: beside this interpreter, else on PATH.
+    beside = Path(sysconfig.get_path("scripts")) / "edge-classify"
+    script = str(beside) if beside.is_file() else shutil.which("edge-classify")
     cmd = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q"]
     return cmd + (["--threads", str(threads)] if threads else []) + [image]
 

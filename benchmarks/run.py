@@ -263,9 +263,13 @@ def main(argv=None) -> int:
     keras_model = build_keras(m["weights"])
     precisions = [pr for pr in ("fp32", "fp16", "int8") if m.get(pr)]
     have_ov = systems.openvino_available() and not args.no_openvino
+    have_ovep = systems.ort_openvino_ep_available()
     notes = [f"weights: {m['origin']}; latency does not depend on weight values"]
     if not have_ov:
         notes.append("OpenVINO not installed (pip install openvino): peer rows skipped")
+    if not have_ovep:
+        notes.append("ONNX Runtime's OpenVINO execution provider not installed "
+                     "(the onnxruntime-openvino distribution, extra [openvino]): its rows skipped")
     if not m.get("int8"):
         notes.append("no INT8 rows: --quick skips the INT8 export; otherwise export with --int8 --calib "
                      "(edge-bench calibrates on scikit-image's photos when it is installed)")
@@ -273,6 +277,9 @@ def main(argv=None) -> int:
     x1 = np.random.default_rng(0).uniform(-120, 150, (1, 224, 224, 3)).astype(np.float32)
     lat_systems = [systems.keras_predict(keras_model), systems.keras_tf_function(keras_model)]
     lat_systems += [systems.edge(m[pr], pr, args.threads) for pr in precisions]
+    if have_ovep:  # our runtime with --provider openvino, on the FP32 and INT8 files
+        lat_systems += [systems.edge(m[pr], pr, args.threads, provider="openvino")
+                        for pr in ("fp32", "int8") if m.get(pr)]
     if have_ov:
         lat_systems.append(systems.openvino(m["fp32"], 1, args.threads))
         if m.get("int8"):
@@ -283,7 +290,7 @@ def main(argv=None) -> int:
         agreement[s.name] = float(np.abs(s.warm(x1) - reference).max())
     latency = bench_latency(lat_systems, x1, plan, prog)
 
-    edge_sessions = {s.precision: s for s in lat_systems if s.kind == "edge"}
+    edge_sessions = {s.name: s for s in lat_systems if s.kind == "edge"}
 
     def make_throughput(batch):
         rows = list(edge_sessions.values())

@@ -49,15 +49,27 @@ def keras_tf_function(model, input_shape=(224, 224, 3)) -> System:
                   create_s=time.perf_counter() - t0)
 
 
-def edge(path: Path, precision: str, threads: int | None = None) -> System:
-    """edge-classify's own session (optimised-graph cache, provider policy): cpu."""
+def edge(path: Path, precision: str, threads: int | None = None, provider: str = "cpu") -> System:
+    """edge-classify's own session (optimised-graph cache, provider policy).
+
+    ``provider`` is ``cpu`` (the ORT CPU provider) or ``openvino`` (ORT's OpenVINO
+    execution provider, present only with the onnxruntime-openvino distribution).
+    """
     from edge_classify.runtime import Classifier
 
     t0 = time.perf_counter()
-    clf = Classifier(path, providers="cpu", threads=threads, batch_size=1024)
-    s = System(f"edge-classify ORT {precision}", "edge", precision, clf.run, create_s=time.perf_counter() - t0)
+    clf = Classifier(path, providers=provider, threads=threads, batch_size=1024)
+    name = f"edge-classify ORT {precision}" if provider == "cpu" else f"edge-classify ORT+{provider} EP {precision}"
+    s = System(name, "edge", precision, clf.run, create_s=time.perf_counter() - t0)
     s.notes.append(f"provider {clf.provider}, optimised-graph cache {clf.cache_status}")
     return s
+
+
+def ort_openvino_ep_available() -> bool:
+    """True when onnxruntime is the onnxruntime-openvino build (OpenVINO execution provider)."""
+    import onnxruntime as ort
+
+    return "OpenVINOExecutionProvider" in ort.get_available_providers()
 
 
 def openvino_available() -> bool:

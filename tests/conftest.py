@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,14 @@ PHOTO_FILES = [
 CALIBRATION_FILES = PHOTO_FILES[::2]
 
 TARGET = (224, 224)
+
+
+def script(name: str) -> str:
+    """The installed console script: beside this interpreter (venv not activated), else on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    assert found, f"console script {name!r} is not installed: pip install -e '.[cpu,export,test]'"
+    return found
 
 
 def keras_pipeline(paths) -> np.ndarray:

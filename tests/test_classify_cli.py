@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import script
 from edge_classify.runtime import Classifier
 from edge_classify.runtime.cli import main
 
@@ -158,7 +159,7 @@ print("LOADED", sorted(m for m in ("onnxruntime", "cv2", "numpy", "tensorflow") 
 
 
 def test_console_script_wiring(exported, photos):
-    p = subprocess.run(["edge-classify", "--model", str(exported["fp32"]), "-q", str(photos[0])],
+    p = subprocess.run([script("edge-classify"), "--model", str(exported["fp32"]), "-q", str(photos[0])],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.splitlines()) == 3 and all(LINE.match(x) for x in p.stdout.splitlines())

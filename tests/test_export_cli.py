@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import script
 from edge_classify.export import cli as export_cli
 from edge_classify.export import convert, keras_model
 from edge_classify.runtime.cli import main as classify_main
@@ -18,6 +19,7 @@ LINE = re.compile(r"^[123]\. \S+: \d+\.\d\d%$")
 
 
 def run(cmd, cwd, **env):
+    cmd = [script(cmd[0]), *cmd[1:]]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env={**os.environ, **env})
 
 

@@ -1,0 +1,86 @@
+"""Exact rewrites of the converted ONNX graph: each one leaves every output bit-identical.
+
+Keras' ResNet stem is ``conv1 -> ReLU -> ZeroPadding2D(1) -> MaxPool(3, stride 2)``. tf2onnx
+keeps the padding as its own ``Pad`` node, and ONNX Runtime may not fold a *zero* pad into
+``MaxPool`` (whose own padding acts as -inf), so on the CPU the stem pays for the Pad plus a
+layout round trip around it (NCHWc -> NCHW -> Pad -> NCHWc). After a ReLU every value is
+>= 0 and each window keeps at least one real value (pad < kernel), so padding with 0 or with
+-inf gives the same maxima: the Pad can move into ``MaxPool``'s ``pads``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_NON_NEGATIVE = {"Relu"}  # producers whose outputs are >= 0
+
+
+def fold_zero_pad_into_maxpool(proto) -> int:
+    """Fold ``Relu -> Pad(0, spatial only) -> MaxPool`` into ``MaxPool(pads=...)`` in place.
+
+    Returns how many Pads were folded. Anything that does not match exactly is left alone.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in graph.output}
+
+    def const(name):
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    folded = 0
+    freed: set[str] = set()
+    for pad in [n for n in graph.node if n.op_type == "Pad" and n.domain in ("", "ai.onnx")]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
+        if attrs.get("mode", b"constant") not in (b"constant", "constant") or len(pad.input) < 2:
+            continue
+        pads = const(pad.input[1])
+        value = const(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
+        if pads is None or value is None or np.any(value != 0) or len(pad.input) > 3:
+            continue
+        if pads.size != 8 or np.any(pads[[0, 1, 4, 5]] != 0) or np.any(pads < 0):
+            continue  # only NCHW spatial padding
+        src = producer.get(pad.input[0])
+        users = consumers.get(pad.output[0], [])
+        if src is None or src.op_type not in _NON_NEGATIVE or len(users) != 1 or pad.output[0] in graph_outputs:
+            continue
+        pool = users[0]
+        if pool.op_type != "MaxPool" or len(pool.output) != 1:
+            continue
+        p_attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+        kernel = list(p_attrs.get("kernel_shape", []))
+        if (p_attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or p_attrs.get("ceil_mode", 0)
+                or any(d != 1 for d in p_attrs.get("dilations", [1, 1])) or any(p_attrs.get("pads", [0]))
+                or len(kernel) != 2):
+            continue
+        new_pads = [int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7])]  # begin h, w; end h, w
+        if any(p >= k for p, k in zip(new_pads, kernel + kernel)):
+            continue  # a window made only of padding would be 0 here but -inf-padded in MaxPool
+        kept = [a for a in pool.attribute if a.name != "pads"]
+        del pool.attribute[:]
+        pool.attribute.extend(kept + [helper.make_attribute("pads", new_pads)])
+        pool.input[0] = pad.input[0]
+        graph.node.remove(pad)
+        freed.update(i for i in pad.input[1:] if i)
+        folded += 1
+    _drop_initializers(graph, freed)
+    return folded
+
+
+def _drop_initializers(graph, names: set[str]) -> None:
+    """Remove the folded Pads' constants, unless something else (a subgraph too) reads them."""
+    from onnx import AttributeProto
+
+    if not names or any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node
+                        for a in n.attribute):
+        return
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name not in names or t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
