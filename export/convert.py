@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_classify.runtime.contract import ModelContract
 
-from .graph_passes import fold_zero_pad_into_maxpool
+from . import graph_passes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
@@ -39,7 +39,7 @@ def keras_to_onnx(model, input_size=(224, 224), static_batch: int | None = None,
         return {OUTPUT_NAME: model(x, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    fold_zero_pad_into_maxpool(proto)  # exact; saves the stem's Pad and a layout round trip on CPU
+    graph_passes.optimize(proto)  # exact rewrites, measured faster on ONNX Runtime's CPU provider
     return proto
 
 

