@@ -13,8 +13,6 @@ from pathlib import Path
 
 from edge_classify.runtime.contract import ModelContract
 
-from . import graph_passes
-
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 DEFAULT_OPSET = 17
@@ -39,7 +37,6 @@ def keras_to_onnx(model, input_size=(224, 224), static_batch: int | None = None,
         return {OUTPUT_NAME: model(x, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    graph_passes.optimize(proto)  # exact rewrites, measured faster on ONNX Runtime's CPU provider
     return proto
 
 

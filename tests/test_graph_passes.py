@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_classify.export.graph_passes import fold_zero_pad_into_maxpool, subsample_strided_pointwise_conv
+from edge_classify.runtime import Classifier
 
 
 def _stem(first_op="Relu", pad_value=0.0, pads=(0, 0, 1, 1, 0, 0, 1, 1), kernel=3):
@@ -142,3 +143,6 @@ def test_exported_resnet_carries_the_rewrites(exported):
     strides = [tuple(helper.get_attribute_value(a)) for n in pointwise for a in n.attribute if a.name == "strides"]
     assert pointwise and all(s == (1, 1) for s in strides)
     assert ops.count("MaxPool") == 1 + 3  # pool1, plus one shared subsample per downsampling stage
+    # ResNet50 has one stem Pad and two strided 1x1 convs in each of 3 downsampling blocks.
+    rewrites = Classifier(exported["fp32"], providers="cpu").contract.provenance["graph_rewrites"]
+    assert rewrites == {"zero_pad_into_maxpool": 1, "strided_pointwise_conv": 6}
