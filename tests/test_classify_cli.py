@@ -166,6 +166,19 @@ def test_console_script_wiring(exported, photos):
     assert p.stderr == ""
 
 
+def test_spinning_knob_reaches_the_session(exported, photos):
+    """Spinning is on inside runs and always stopped when a run returns; spinning=False turns it off."""
+
+    def entry(clf, key):
+        return clf.session.get_session_options().get_session_config_entry(key)
+
+    on = Classifier(exported["fp32"], providers="cpu")
+    off = Classifier(exported["fp32"], providers="cpu", spinning=False)
+    assert (entry(on, "session.intra_op.allow_spinning"), entry(off, "session.intra_op.allow_spinning")) == ("1", "0")
+    assert entry(on, "session.force_spinning_stop") == entry(off, "session.force_spinning_stop") == "1"
+    assert np.array_equal(on.predict(photos[:2]), off.predict(photos[:2]))
+
+
 def test_arrays_and_bytes_through_api(exported, photos):
     from PIL import Image
 
