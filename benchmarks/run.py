@@ -39,7 +39,7 @@ class Progress:
 
 PLANS = {
     # iterations per measurement
-    "default": {"latency": 100, "throughput": {1: 30, 8: 6, 32: 3}, "cold_runs": 3, "bulk_images": 64, "bulk_rounds": 3,
+    "default": {"latency": 100, "throughput": {1: 30, 8: 6, 32: 3}, "cold_runs": 3, "bulk_images": 64, "bulk_rounds": 7,
                 "preprocess_rounds": 5},
     "quick": {"latency": 8, "throughput": {1: 3, 8: 1, 32: 1}, "cold_runs": 1, "bulk_images": 16, "bulk_rounds": 1,
               "preprocess_rounds": 1, "throughput_warmup": 0},

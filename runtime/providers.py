@@ -22,9 +22,13 @@ ALIASES = {
 }
 SHORT = {v: k for k, v in ALIASES.items()}
 AUTO_ORDER = ("tensorrt", "cuda", "openvino", "cpu")
-# OpenVINO is used only when named: on a 2-core AMD EPYC (AVX2), onnxruntime-openvino
-# 1.24.1 measured no faster than the CPU provider (ResNet50 batch 1: FP32 62.0 vs
-# 61.1 ms, INT8 37.9 vs 35.7 ms), so `auto` does not switch to it.
+# OpenVINO is used only when named. Measured with onnxruntime-openvino 1.24.1 on a 2-core
+# AMD EPYC (AVX2), ResNet50 batch 1, same process: INT8 34.5 ms vs 37.1 ms on the CPU
+# provider, but FP32 72.3 vs 68.9 ms, and creating an OpenVINO session takes about 1.0 s
+# (its cache_dir did not shorten it) against about 0.1 s for the CPU provider with the
+# optimised-graph cache. For a one-image `edge-classify` run that second outweighs any
+# per-image gain, so `auto` stays on the CPU provider; long-running INT8 services on x86
+# can name `--provider openvino`.
 AUTO_SKIPS = ("openvino",)
 CHOICES = ("auto",) + AUTO_ORDER
 
