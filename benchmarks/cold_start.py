@@ -73,10 +73,15 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def installed_script(name: str) -> str | None:
+    """A console script as users run it: beside this interpreter (even with the venv not
+    activated), else on PATH; None when it is not installed."""
+    beside = Path(sysconfig.get_path("scripts")) / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def edge_command(model: str, image: str, threads: int | None = None) -> list[str]:
-    # The installed console script, as users run it: beside this interpreter, else on PATH.
-    beside = Path(sysconfig.get_path("scripts")) / "edge-classify"
-    script = str(beside) if beside.is_file() else shutil.which("edge-classify")
+    script = installed_script("edge-classify")
     cmd = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q"]
     return cmd + (["--threads", str(threads)] if threads else []) + [image]
 

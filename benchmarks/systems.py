@@ -69,7 +69,9 @@ def ort_openvino_ep_available() -> bool:
     """True when onnxruntime is the onnxruntime-openvino build (OpenVINO execution provider)."""
     import onnxruntime as ort
 
-    return "OpenVINOExecutionProvider" in ort.get_available_providers()
+    from edge_classify.runtime.providers import ALIASES
+
+    return ALIASES["openvino"] in ort.get_available_providers()
 
 
 def openvino_available() -> bool:

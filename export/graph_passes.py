@@ -19,6 +19,18 @@ import numpy as np
 _NON_NEGATIVE = {"Relu"}  # producers whose outputs are >= 0
 
 
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _plain(node, op_type: str) -> bool:
+    """A default-domain ``op_type`` node without ``auto_pad`` (explicit pads only)."""
+    return (node.op_type == op_type and node.domain in ("", "ai.onnx")
+            and _attrs(node).get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
+
+
 def optimize(proto) -> dict[str, int]:
     """Apply every rewrite in place; returns how often each one fired."""
     return {
@@ -44,13 +56,12 @@ def subsample_strided_pointwise_conv(proto) -> int:
     nodes = []
     rewritten = 0
     for node in graph.node:
-        if node.op_type == "Conv" and node.domain in ("", "ai.onnx") and node.input[1] in inits:
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if _plain(node, "Conv") and node.input[1] in inits:
+            attrs = _attrs(node)
             kernel = list(attrs.get("kernel_shape", inits[node.input[1]].dims[2:]))
             strides = tuple(attrs.get("strides", [1] * len(kernel)))
             if (kernel and all(k == 1 for k in kernel) and len(strides) == len(kernel) and any(s > 1 for s in strides)
-                    and not any(attrs.get("pads", [0])) and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-                    and all(d == 1 for d in attrs.get("dilations", [1]))):
+                    and not any(attrs.get("pads", [0])) and all(d == 1 for d in attrs.get("dilations", [1]))):
                 key = (node.input[0], strides)
                 if key not in subsampled:
                     out = f"{node.input[0]}__subsample{'x'.join(map(str, strides))}"
@@ -90,9 +101,8 @@ def fold_zero_pad_into_maxpool(proto) -> int:
 
     folded = 0
     freed: set[str] = set()
-    for pad in [n for n in graph.node if n.op_type == "Pad" and n.domain in ("", "ai.onnx")]:
-        attrs = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
-        if attrs.get("mode", b"constant") not in (b"constant", "constant") or len(pad.input) < 2:
+    for pad in [n for n in graph.node if _plain(n, "Pad")]:
+        if _attrs(pad).get("mode", b"constant") not in (b"constant", "constant") or len(pad.input) < 2:
             continue
         pads = const(pad.input[1])
         value = const(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
@@ -105,12 +115,11 @@ def fold_zero_pad_into_maxpool(proto) -> int:
         if src is None or src.op_type not in _NON_NEGATIVE or len(users) != 1 or pad.output[0] in graph_outputs:
             continue
         pool = users[0]
-        if pool.op_type != "MaxPool" or len(pool.output) != 1:
+        if not _plain(pool, "MaxPool") or len(pool.output) != 1:
             continue
-        p_attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+        p_attrs = _attrs(pool)
         kernel = list(p_attrs.get("kernel_shape", []))
-        if (p_attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or p_attrs.get("ceil_mode", 0)
-                or any(d != 1 for d in p_attrs.get("dilations", [1, 1])) or any(p_attrs.get("pads", [0]))
+        if (p_attrs.get("ceil_mode", 0) or any(d != 1 for d in p_attrs.get("dilations", [1, 1])) or any(p_attrs.get("pads", [0]))
                 or len(kernel) != 2):
             continue
         new_pads = [int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7])]  # begin h, w; end h, w

@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 
-from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.errors import EdgeClassifyError, first_line
 
 from .weights import WeightsSpec, download
 
@@ -69,7 +69,7 @@ def build(arch: str, weights: WeightsSpec):
         model.load_weights(str(weights.path))
     except Exception as exc:  # h5py / Keras raise many types for a wrong file
         raise EdgeClassifyError(
-            f"cannot load weights from {weights.path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"cannot load weights from {weights.path}: {first_line(exc)}",
             hint=f"--weights PATH must be Keras weights for {ARCHS[arch][0]} with its 1000-class top "
             "(.h5 as keras.applications downloads, or .weights.h5 from model.save_weights)",
         ) from None

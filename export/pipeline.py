@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_classify.runtime import __version__
 from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
-from edge_classify.runtime.errors import EXIT_PARITY, EdgeClassifyError
+from edge_classify.runtime.errors import EXIT_PARITY, EdgeClassifyError, first_line
 from edge_classify.runtime.paths import variant_path
 
 from . import convert, graph_passes, keras_model, quantize, verify
@@ -141,8 +141,7 @@ def export_model(
         try:
             protos["fp32"] = convert.keras_to_onnx(model, input_size, static_batch, opset)
         except Exception as exc:  # tf2onnx raises assorted types (unsupported opset, ops)
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise EdgeClassifyError(f"ONNX conversion failed: {first}",
+            raise EdgeClassifyError(f"ONNX conversion failed: {first_line(exc)}",
                                     hint="try the default --opset 17") from None
         # Exact rewrites (bit-identical outputs) that ONNX Runtime's CPU kernels run faster;
         # the parity check below still judges the result against Keras.

@@ -20,7 +20,7 @@ import numpy as np
 from . import deps, preprocess, session_cache
 from .compare import topk_indices
 from .contract import ModelContract
-from .errors import EdgeClassifyError, InputError
+from .errors import EdgeClassifyError, InputError, first_line
 from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
 from .providers import SHORT, check_used, plan_providers, tensorrt_options
 
@@ -105,7 +105,7 @@ class Classifier:
             raise
         except Exception as exc:  # onnxruntime raises its own types for unreadable models
             raise EdgeClassifyError(
-                f"cannot load model {name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                f"cannot load model {name}: {first_line(exc)}",
                 hint="re-export it with `export-model`",
             ) from None
         self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)

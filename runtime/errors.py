@@ -28,6 +28,11 @@ class EdgeClassifyError(Exception):
         return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for error lines."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 class InputError(EdgeClassifyError):
     """One input image could not be read or decoded; the others can still be classified."""
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +38,10 @@ TARGET = (224, 224)
 
 
 def script(name: str) -> str:
-    """The installed console script: beside this interpreter (venv not activated), else on PATH."""
-    beside = Path(sysconfig.get_path("scripts")) / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
+    """The installed console script (see benchmarks/cold_start.py); fails clearly when missing."""
+    from edge_classify.benchmarks.cold_start import installed_script
+
+    found = installed_script(name)
     assert found, f"console script {name!r} is not installed: pip install -e '.[cpu,export,test]'"
     return found
 
