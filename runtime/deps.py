@@ -15,7 +15,25 @@ _INSTALL_HINT = (
 )
 
 
+# OpenCV's own cap on decoded pixels (its default is 2**30) is read from the environment
+# once, when cv2 is imported. The runtime checks its own, configurable cap from the header
+# before OpenCV sees an image; this is the backstop behind it, set deliberately to that
+# cap (or to a larger one requested before the import) unless the user set it already.
+_opencv_pixel_limit = 89_478_485  # safe_decode.DEFAULT_MAX_PIXELS
+
+
+def want_opencv_pixel_limit(pixels: int) -> None:
+    """Ask for OpenCV's pixel cap to be at least ``pixels`` (effective if cv2 is not imported yet)."""
+    global _opencv_pixel_limit
+    _opencv_pixel_limit = max(_opencv_pixel_limit, int(pixels))
+
+
 def cv2():
+    import os
+    import sys
+
+    if "cv2" not in sys.modules:
+        os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(_opencv_pixel_limit))
     try:
         import cv2 as _cv2
     except ImportError as exc:

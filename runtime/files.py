@@ -1,12 +1,16 @@
-"""Which files count as images when a directory or glob is given (CLI inputs, calibration)."""
+"""Which files count as images when a directory or glob is given (CLI inputs, calibration).
+
+Only a first sieve: whether a file is accepted is decided by its content
+(``formats.read_header``), whatever its name, also for files named explicitly.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+# The formats the decoder accepts (formats.ALLOWED); Netpbm and others are refused by content.
 IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
-    ".ppm", ".pgm", ".pbm", ".pnm",
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif",
 })  # fmt: skip
 
 

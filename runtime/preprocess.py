@@ -25,18 +25,20 @@ Where Keras' path has quirks, the defaults and their switches (``DecodeOptions``
 * CMYK JPEG: OpenCV and PIL convert CMYK to RGB with different rounding (OpenCV divides
   by 256, PIL by 255), so channels differ by at most 1 level; OpenCV does not expose the
   raw CMYK planes to do otherwise. Accepted and tested (max difference 1).
+
+Every encoded image reaches OpenCV through ``safe_decode.imdecode`` (format allow-list,
+pixel and file-size caps, corrupt-data detection); this module only decides the flags.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
 
-from . import deps
+from . import deps, safe_decode
 from .contract import PreprocessSpec
 from .errors import InputError
 
@@ -48,12 +50,19 @@ class DecodeOptions:
     exif_orientation: bool = False  # Keras ignores EXIF orientation
     sixteen_bit: str = "scale"  # "scale" (high byte) or "clip" (Keras/PIL behaviour)
     array_color_order: str = "RGB"  # channel order of decoded numpy arrays passed in
+    # Limits on untrusted inputs (see safe_decode.py for why each exists).
+    max_pixels: int = safe_decode.DEFAULT_MAX_PIXELS  # declared width x height, checked before decoding
+    max_file_bytes: int = safe_decode.DEFAULT_MAX_FILE_BYTES
+    allow_corrupt: bool = False  # classify images the codec reports as partly decoded (with a note)
 
     def __post_init__(self):
         if self.sixteen_bit not in ("scale", "clip"):
             raise ValueError("sixteen_bit must be 'scale' or 'clip'")
         if self.array_color_order not in ("RGB", "BGR"):
             raise ValueError("array_color_order must be 'RGB' or 'BGR'")
+        if self.max_pixels < 1 or self.max_file_bytes < 1:
+            raise ValueError("max_pixels and max_file_bytes must be positive")
+        deps.want_opencv_pixel_limit(self.max_pixels)
 
 
 DEFAULT_DECODE = DecodeOptions()
@@ -65,47 +74,41 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 def describe(source: ImageInput) -> str:
     """A short name for an input, for messages and JSON output."""
     if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
+        return os.fsdecode(source)  # bytes paths: undecodable bytes kept as surrogates
     if isinstance(source, np.ndarray):
         return f"<array {'x'.join(map(str, source.shape))} {source.dtype}>"
     return f"<{len(source)} bytes>"
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InputError("no such file") from None
-    except IsADirectoryError:
-        raise InputError("is a directory") from None
-    except PermissionError:
-        raise InputError("permission denied") from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise InputError("empty file")
-    return data
+def read_bytes(path: str | os.PathLike, options: DecodeOptions = DEFAULT_DECODE) -> bytes:
+    return safe_decode.read_file(path, options.max_file_bytes)
+
+
+def decode_with_notes(data: bytes | bytearray | memoryview,
+                      options: DecodeOptions = DEFAULT_DECODE) -> tuple[np.ndarray, list[str]]:
+    """Encoded image bytes -> (uint8 HxWx3 BGR as Keras' ``load_img`` sees the pixels, codec notes)."""
+    cv2 = deps.cv2()
+    if len(data) == 0:
+        raise InputError("empty input")
+
+    def guarded(flags):
+        return safe_decode.imdecode(data, flags, options.max_pixels, options.allow_corrupt)
+
+    if options.sixteen_bit == "clip" and (bytes(data[:8]) == _PNG_MAGIC or bytes(data[:4]) in _TIFF_MAGIC):
+        raw, notes = guarded(cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        if raw.dtype == np.uint16 and (raw.ndim == 2 or raw.shape[2] == 1):
+            # PIL's I;16 -> RGB conversion saturates at 255 (what Keras sees).
+            gray = np.minimum(raw.reshape(raw.shape[:2]), 255).astype(np.uint8)
+            return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), notes
+    flags = cv2.IMREAD_COLOR
+    if not options.exif_orientation:
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    return guarded(flags)
 
 
 def decode(data: bytes | bytearray | memoryview, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:
     """Encoded image bytes -> uint8 HxWx3 BGR, as Keras' ``load_img`` sees the pixels."""
-    cv2 = deps.cv2()
-    if len(data) == 0:
-        raise InputError("empty input")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    if options.sixteen_bit == "clip" and (bytes(data[:8]) == _PNG_MAGIC or bytes(data[:4]) in _TIFF_MAGIC):
-        raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
-        if raw is not None and raw.dtype == np.uint16 and (raw.ndim == 2 or raw.shape[2] == 1):
-            # PIL's I;16 -> RGB conversion saturates at 255 (what Keras sees).
-            gray = np.minimum(raw.reshape(raw.shape[:2]), 255).astype(np.uint8)
-            return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    flags = cv2.IMREAD_COLOR
-    if not options.exif_orientation:
-        flags |= cv2.IMREAD_IGNORE_ORIENTATION
-    img = cv2.imdecode(buf, flags)
-    if img is None:
-        raise InputError("not a readable image (unknown format, corrupt or truncated)")
-    return img
+    return decode_with_notes(data, options)[0]
 
 
 def from_array(arr: np.ndarray, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:
@@ -132,15 +135,20 @@ def from_array(arr: np.ndarray, options: DecodeOptions = DEFAULT_DECODE) -> np.n
     return np.ascontiguousarray(arr)
 
 
+def load_with_notes(source: ImageInput, options: DecodeOptions = DEFAULT_DECODE) -> tuple[np.ndarray, list[str]]:
+    """Any supported input (path, encoded bytes, array) -> (uint8 HxWx3 BGR at native size, codec notes)."""
+    if isinstance(source, np.ndarray):
+        return from_array(source, options), []
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_with_notes(source, options)
+    if isinstance(source, (str, os.PathLike)):
+        return decode_with_notes(read_bytes(source, options), options)
+    raise InputError(f"unsupported input type {type(source).__name__}")
+
+
 def load(source: ImageInput, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:
     """Any supported input (path, encoded bytes, array) -> uint8 HxWx3 BGR at native size."""
-    if isinstance(source, np.ndarray):
-        return from_array(source, options)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode(source, options)
-    if isinstance(source, (str, os.PathLike)):
-        return decode(read_bytes(source), options)
-    raise InputError(f"unsupported input type {type(source).__name__}")
+    return load_with_notes(source, options)[0]
 
 
 def resize(img: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
