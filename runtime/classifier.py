@@ -7,6 +7,8 @@ previous batch runs, and fed to the model in batches of ``batch_size``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import time
 from collections import deque
@@ -17,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import deps, preprocess, session_cache
+from . import deps, model_check, preprocess, session_cache
 from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
@@ -39,10 +41,51 @@ class Classification:
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
     timings_ms: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the decoder said about an image it still classified
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def to_dict(self, **extra) -> dict:
+        """The JSON row. ``path`` is always valid UTF-8 (undecodable bytes of a file name
+        become U+FFFD); when the name is not UTF-8, ``path_base64`` holds its exact bytes."""
+        row = {"path": display_name(self.source, escape_controls=False), **extra}
+        raw = path_bytes(self.source)
+        if raw is not None:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                row["path_base64"] = base64.b64encode(raw).decode("ascii")
+        if self.error is not None:
+            row["error"] = self.error
+        else:
+            row["predictions"] = [
+                {"rank": r, "index": p.index, "wnid": p.wnid, "label": p.label, "probability": p.probability}
+                for r, p in enumerate(self.predictions, 1)
+            ]
+            row["timings_ms"] = self.timings_ms
+        if self.notes:
+            row["notes"] = self.notes
+        return row
+
+
+def path_bytes(source: str) -> bytes | None:
+    """A path's bytes as the OS has them (``os.fsdecode`` kept undecodable ones as surrogates)."""
+    try:
+        return os.fsencode(source)
+    except UnicodeEncodeError:
+        return None
+
+
+def display_name(source: str, escape_controls: bool = True) -> str:
+    """A file name made safe to print: undecodable bytes as U+FFFD and, for terminals,
+    control characters escaped (a newline in a name must not forge an output line)."""
+    raw = path_bytes(source)
+    text = raw.decode("utf-8", "replace") if raw is not None else source.encode("utf-8", "replace").decode("utf-8")
+    if escape_controls:
+        text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return text
 
 
 class Classifier:
@@ -70,26 +113,38 @@ class Classifier:
         ort = deps.onnxruntime()
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
+        self.batch_size = batch_size
+        self.decode_options = decode
+        self.spinning = spinning
+        self.cache_status, self.cache_warning = "off", None
+        model_fd = None
         if isinstance(model, (bytes, bytearray)):
-            self.model_path, source = None, bytes(model)
-            name = "model"
+            self.model_path, source, name = None, bytes(model), "model"
+            self.model_sha256 = hashlib.sha256(source).hexdigest()
         else:
             self.model_path = Path(model)
+            name = str(self.model_path)
             if not self.model_path.is_file():
                 raise EdgeClassifyError(
                     f"model file not found: {self.model_path}",
                     hint="run `export-model` to create it (or pass --model PATH to an exported .onnx)",
                 )
-            source, name = str(self.model_path), str(self.model_path)
-        self.batch_size = batch_size
-        self.decode_options = decode
+            try:
+                model_fd = os.open(self.model_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self.model_sha256 = session_cache.sha256_fd(model_fd)
+            except OSError as exc:
+                if model_fd is not None:
+                    os.close(model_fd)
+                raise EdgeClassifyError(f"cannot read model {name}: {exc.strerror or exc}") from None
+            # Hashed and loaded through one descriptor: the bytes hashed are the bytes loaded.
+            source = session_cache.fd_path(model_fd, name)
 
         available = available_providers if available_providers is not None else ort.get_available_providers()
         # The contract sizes TensorRT's optimisation profile, but lives in the model: read
         # it first with a throwaway metadata-only look when TensorRT is in play.
         self.plan = plan_providers(providers, available)
-        self.spinning = spinning
         so = _session_options(ort, threads, spinning)
+        pending = None
         try:
             if "TensorrtExecutionProvider" in self.plan.names:
                 contract = _read_contract(ort, source, name)
@@ -100,7 +155,14 @@ class Classifier:
                     None if contract.model.batch else batch_size,
                 )
                 self.plan = plan_providers(providers, available, trt)
-            self.session = self._create_session(ort, source, so)
+            self.session, pending = self._create_session(ort, source, so)
+            self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)
+            model_check.check(self.contract, self.session.get_inputs(), self.session.get_outputs(), name)
+            if pending is not None:  # only a model that passed its checks is cached
+                cache, tmp, key = pending
+                pending = None
+                self.cache_status = "stored" if cache.commit(tmp, key) else "off"
+                cache.close()
         except EdgeClassifyError:
             raise
         except Exception as exc:  # onnxruntime raises its own types for unreadable models
@@ -108,41 +170,53 @@ class Classifier:
                 f"cannot load model {name}: {first_line(exc)}",
                 hint="re-export it with `export-model`",
             ) from None
-        self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)
+        finally:
+            if pending is not None:
+                pending[0].discard(pending[1])
+                pending[0].close()
+            if model_fd is not None:
+                os.close(model_fd)
         self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
         self._input = self.contract.model.input_name
         self._output = self.contract.model.output_name
         self._fixed_batch = self.contract.model.batch
+        self._width_checked = False
+        self._name = name
         self._workers = max(1, min(4, os.cpu_count() or 1))
 
     def _create_session(self, ort, source, so):
-        """Create the session, through the optimised-graph cache when it applies."""
-        self.cache_status = "off"
+        """(session, pending cache entry or None), through the optimised-graph cache when it applies."""
         if self.model_path is None or self.plan.names != ["CPUExecutionProvider"] or not session_cache.enabled():
-            return ort.InferenceSession(source, so, providers=self.plan.providers)
-        cached = session_cache.cached_path(self.model_path, ort.__version__, "all")
-        if cached.is_file():
+            return ort.InferenceSession(source, so, providers=self.plan.providers), None
+        try:
+            cache = session_cache.CacheDir()
+        except session_cache.Refused as exc:
+            self.cache_warning = f"optimised-graph cache not used: {exc}"
+            return ort.InferenceSession(source, so, providers=self.plan.providers), None
+        key = session_cache.entry_key(self.model_sha256, ort.__version__, "all")
+        hit = cache.lookup(key)
+        if hit is not None:
+            fd, path = hit
             fast = _session_options(ort, so.intra_op_num_threads, self.spinning)
             fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             try:
-                session = ort.InferenceSession(str(cached), fast, providers=self.plan.providers)
+                session = ort.InferenceSession(path, fast, providers=self.plan.providers)
                 self.cache_status = "hit"
-                return session
-            except Exception:  # a damaged cache entry: rebuild it below
-                cached.unlink(missing_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+                cache.close()
+                return session, None
+            except Exception:  # a damaged entry: rebuilt below
+                cache.discard(f"{key}.onnx")
+            finally:
+                os.close(fd)
+        tmp, tmp_path = cache.reserve(key)
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            so.optimized_model_filepath = str(tmp)
-            session = ort.InferenceSession(source, so, providers=self.plan.providers)
-            os.replace(tmp, cached)
-            session_cache.prune(cached)
-            self.cache_status = "stored"
-            return session
-        except Exception:  # read-only home, full disk (ORT raises its own types): no cache;
-            tmp.unlink(missing_ok=True)  # a genuinely broken model fails again just below
+            so.optimized_model_filepath = tmp_path
+            return ort.InferenceSession(source, so, providers=self.plan.providers), (cache, tmp, key)
+        except Exception:  # full disk, or a broken model (which fails again just below)
+            cache.discard(tmp)
+            cache.close()
             so.optimized_model_filepath = ""
-            return ort.InferenceSession(source, so, providers=self.plan.providers)
+            return ort.InferenceSession(source, so, providers=self.plan.providers), None
 
     @property
     def provider_short(self) -> str:
@@ -165,6 +239,10 @@ class Classifier:
                 chunk = np.concatenate([chunk, pad])
             outs.append(self.session.run([self._output], {self._input: chunk})[0][:n])
         out = np.concatenate(outs) if outs else np.zeros((0, len(self.labels)), np.float32)
+        if not self._width_checked and outs:
+            model_check.check_output_width(self.contract, out.shape[-1] if out.ndim == 2 else -1, self._name)
+            self._width_checked = True
+        out = out.astype(np.float32, copy=False)
         if self.contract.model.output == "logits":
             out = _softmax(out)
         return out
@@ -204,14 +282,21 @@ class Classifier:
                 t2 = time.perf_counter()
                 t_norm, t_inf = (t1 - t0) * 1e3, (t2 - t1) * 1e3
             row = 0
-            for source, _, err, t_decode in items:
+            for source, _, err, t_decode, notes in items:
                 if err is not None:
                     if errors == "raise":
                         raise InputError(f"{source}: {err}")
-                    yield Classification(source, error=err)
+                    yield Classification(source, error=err, notes=notes)
                     continue
                 p = probs[row]
                 row += 1
+                if not np.isfinite(p).all():
+                    # A NaN in any score makes the ranking meaningless: say so, per image.
+                    err = "the model produced non-finite scores (NaN or infinity) for this image"
+                    if errors == "raise":
+                        raise InputError(f"{source}: {err}")
+                    yield Classification(source, error=err, notes=notes)
+                    continue
                 yield Classification(
                     source,
                     self._top(p, top_k),
@@ -221,6 +306,7 @@ class Classifier:
                         "inference": round(t_inf, 3),
                         "batch": len(good),
                     },
+                    notes=notes,
                 )
 
     def _top(self, p: np.ndarray, k: int) -> list[Prediction]:
@@ -232,10 +318,15 @@ class Classifier:
         name = preprocess.describe(source)
         t0 = time.perf_counter()
         try:
-            img = preprocess.prepare(source, self.contract.preprocess, self.decode_options)
+            img, notes = preprocess.load_with_notes(source, self.decode_options)
+            img = preprocess.resize(img, self.contract.preprocess)
         except InputError as exc:
-            return name, None, exc.message, 0.0
-        return name, img, None, (time.perf_counter() - t0) * 1e3
+            return name, None, exc.message, 0.0, []
+        except MemoryError:
+            return name, None, "out of memory while decoding this image", 0.0, []
+        except Exception as exc:  # nothing one image does may end the run: a bug, reported per image
+            return name, None, f"internal error while decoding: {type(exc).__name__}: {first_line(exc)}", 0.0, []
+        return name, img, None, (time.perf_counter() - t0) * 1e3, notes
 
     def _prepared_batches(self, sources: Iterator[ImageInput]) -> Iterator[list]:
         # Bounded read-ahead: at most two batches decoded ahead of the one running.

@@ -10,10 +10,14 @@ import glob
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INPUTS_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EdgeClassifyError
+from .errors import (
+    EXIT_BROKEN_PIPE, EXIT_INPUTS_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EdgeClassifyError,
+    report_internal_error,
+)
 from .files import images_in
 from .paths import default_model_path
 
@@ -23,9 +27,16 @@ examples:
   edge-classify photos/ --top-k 5 --json     every image in a folder, JSON Lines
   edge-classify 'shots/*.png' --batch-size 16 --threads 2
   edge-classify img.jpg --model resnet101.onnx --provider tensorrt
+  edge-classify archive/ -o results.jsonl    bulk: rows appended to a file as they finish
+  edge-classify archive/ -o results.jsonl --resume   continue after a crash or kill
+  edge-classify big.tif --max-pixels 200M    accept larger images than the default cap
 
-exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error
+exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error,
+            70 internal error (a bug: the message says where the traceback was saved)
 """
+
+_SUFFIX = {"K": 10**3, "M": 10**6, "G": 10**9}
+_BYTE_SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"exported .onnx model (default: {default_model_path()}; EDGE_CLASSIFY_HOME moves it)")
     p.add_argument("--top-k", "-k", type=_positive_int, default=3, help="predictions per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout")
+    p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                   help="append one JSON line per image to FILE as each finishes (stdout then shows progress "
+                        "only); refuses a FILE that already holds results unless --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="with --output: skip inputs that FILE already has a row for (made by this model)")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt", "openvino"],
                    help="execution provider; auto prefers tensorrt, then cuda, then cpu; openvino only when named "
                         "(default: auto)")
@@ -49,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rotate photos by their EXIF orientation tag (Keras ignores it; so do we by default)")
     p.add_argument("--16bit", dest="sixteen_bit", choices=["scale", "clip"], default="scale",
                    help="16-bit grayscale images: scale to 8 bits (default) or clip at 255 like Keras/PIL")
+    p.add_argument("--max-pixels", type=_count(_SUFFIX), default=None, metavar="N",
+                   help="refuse images whose header declares more pixels (default: 89.5M, Pillow's bomb limit; "
+                        "K/M/G suffixes)")
+    p.add_argument("--max-file-size", type=_count(_BYTE_SUFFIX), default=None, metavar="SIZE",
+                   help="refuse larger files (default: 256M; K/M/G suffixes are binary)")
+    p.add_argument("--allow-corrupt", action="store_true",
+                   help="classify images the decoder reports as corrupt (partly decoded), with a warning, "
+                        "instead of refusing them")
     p.add_argument("--trt-cache", type=Path, default=None, help="TensorRT engine cache directory")
     p.add_argument("--trt-fp32", action="store_true", help="keep TensorRT in FP32 (default: FP16 enabled)")
     p.add_argument("--quiet", "-q", action="store_true", help="no informational lines on stderr")
@@ -66,6 +90,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(suffixes: dict):
+    """``100M``, ``1.5G``, ``89478485``, ``256MB`` -> int (suffix multipliers from ``suffixes``)."""
+
+    def parse(text: str) -> int:
+        t = text.strip().upper()
+        if len(t) > 1 and t.endswith("B") and t[-2] in "KMG":
+            t = t[:-1]
+        mult = suffixes[t[-1]] if t and t[-1] in "KMG" else 1
+        try:
+            value = int(float(t[:-1] if mult != 1 else t) * mult)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 100M)") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+
+    return parse
+
+
 def expand_inputs(args: list[str]) -> list[str]:
     """Files as given; directories -> their image files (recursive, sorted); globs expanded.
 
@@ -78,7 +121,7 @@ def expand_inputs(args: list[str]) -> list[str]:
             out.extend(found)
             if not found:
                 print(f"edge-classify: warning: no images in directory {arg}", file=sys.stderr)
-        elif not os.path.exists(arg) and glob.has_magic(arg):
+        elif not os.path.lexists(arg) and glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             out.extend(matches if matches else [arg])
         else:
@@ -92,6 +135,8 @@ def format_predictions(predictions) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.resume and args.output is None:
+        build_parser().error("--resume needs --output FILE")
     try:
         return _run(args)
     except EdgeClassifyError as exc:
@@ -102,23 +147,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-classify: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:  # a bug: short message, traceback saved, its own exit code
+        return report_internal_error("edge-classify", exc, sys.stderr)
 
 
 def _run(args) -> int:
-    from .classifier import Classifier  # heavy imports only past argument parsing
+    from .classifier import Classifier, display_name  # heavy imports only past argument parsing
     from .preprocess import DecodeOptions
+    from .results_file import ResultsFile, input_key
 
     def info(msg: str) -> None:
         if not args.quiet:
             print(f"edge-classify: {msg}", file=sys.stderr)
 
+    def warn(msg: str) -> None:
+        print(f"edge-classify: warning: {msg}", file=sys.stderr)
+
+    limits = {k: v for k, v in (("max_pixels", args.max_pixels), ("max_file_bytes", args.max_file_size)) if v}
     model = args.model or default_model_path()
     clf = Classifier(
         model,
         providers=args.provider,
         threads=args.threads,
         batch_size=args.batch_size,
-        decode=DecodeOptions(exif_orientation=args.exif_orientation, sixteen_bit=args.sixteen_bit),
+        decode=DecodeOptions(exif_orientation=args.exif_orientation, sixteen_bit=args.sixteen_bit,
+                             allow_corrupt=args.allow_corrupt, **limits),
         trt_cache_dir=args.trt_cache,
         trt_fp16=not args.trt_fp32,
     )
@@ -126,50 +185,105 @@ def _run(args) -> int:
     info(f"model {model} ({m.arch} {m.precision}) on {clf.provider}")
     if clf.cache_status == "stored":
         info("saved the optimised graph for this CPU; later runs start faster")
+    if clf.cache_warning:
+        warn(clf.cache_warning)
     if clf.provider_warning:
-        print(f"edge-classify: warning: {clf.provider_warning}", file=sys.stderr)
+        warn(clf.provider_warning)
     quant = (clf.contract.parity or {}).get("quantization") or {}
     if quant.get("activations") == "u8" and clf.provider == "TensorrtExecutionProvider":
-        print("edge-classify: warning: this INT8 model has uint8 activations (made for x86 CPUs); TensorRT needs "
-              "symmetric int8: re-export with --int8-activations s8", file=sys.stderr)
+        warn("this INT8 model has uint8 activations (made for x86 CPUs); TensorRT needs "
+             "symmetric int8: re-export with --int8-activations s8")
     if clf.contract.weights_origin == "random":
-        print(
-            "edge-classify: warning: this model was exported with --weights random (smoke test): "
-            "its predictions are meaningless",
-            file=sys.stderr,
-        )
+        warn("this model was exported with --weights random (smoke test): its predictions are meaningless")
 
     inputs = expand_inputs(args.inputs)
     if not inputs:
         print("edge-classify: error: no images to classify", file=sys.stderr)
         return EXIT_USAGE
-    failed = 0
+
+    results = None
+    skipped = 0
+    if args.output is not None:
+        results = ResultsFile(args.output, clf.model_sha256, args.resume)
+        if results.cut_partial_line:
+            info(f"{args.output}: removed the incomplete last line a killed run left")
+        if results.other_model_rows:
+            warn(f"{args.output}: {results.other_model_rows} row(s) come from another model; "
+                 "their inputs are classified again with this one")
+        seen: set[bytes] = set(results.done)
+        todo = []
+        for name in inputs:  # each input once per results file, whatever the run
+            key = input_key(os.fsencode(name))
+            if key in seen:
+                skipped += 1
+                continue
+            seen.add(key)
+            todo.append(name)
+        if skipped:
+            info(f"{skipped} input(s) already in {args.output}: skipped")
+        inputs = todo
+
+    extra = {"provider": clf.provider, "model_sha256": clf.model_sha256}
+    failed = done = 0
     several = len(inputs) > 1
     first = True
-    for res in clf.iter_classify(inputs, top_k=args.top_k, errors="collect"):
-        if res.error:
-            failed += 1
-            print(f"edge-classify: {res.source}: {res.error}", file=sys.stderr)
-        if args.json:
-            obj = {"path": res.source, "provider": clf.provider}
+    progress = _Progress(len(inputs), enabled=results is not None and not args.quiet)
+    try:
+        for res in clf.iter_classify(inputs, top_k=args.top_k, errors="collect"):
+            done += 1
+            shown = display_name(res.source)
             if res.error:
-                obj["error"] = res.error
-            else:
-                obj["predictions"] = [
-                    {"rank": r, "index": p.index, "wnid": p.wnid, "label": p.label, "probability": p.probability}
-                    for r, p in enumerate(res.predictions, 1)
-                ]
-                obj["timings_ms"] = res.timings_ms
-            print(json.dumps(obj), flush=True)
-        elif not res.error:
-            if several:
-                print(("" if first else "\n") + res.source)
-            print("\n".join(format_predictions(res.predictions)), flush=True)
-            first = False
+                failed += 1
+                print(f"edge-classify: {shown}: {res.error}", file=sys.stderr)
+            for note in res.notes:
+                warn(f"{shown}: {note}")
+            if results is not None:
+                results.write(res.to_dict(**extra))
+                progress.step(failed)
+            elif args.json:
+                print(json.dumps(res.to_dict(**extra)), flush=True)
+            elif not res.error:
+                if several:
+                    print(("" if first else "\n") + shown)
+                print("\n".join(format_predictions(res.predictions)), flush=True)
+                first = False
+    finally:
+        if results is not None:
+            results.close()
+        progress.close(done, failed, skipped)
     if failed:
         info(f"{failed} of {len(inputs)} input(s) could not be classified")
         return EXIT_INPUTS_FAILED
     return EXIT_OK
+
+
+class _Progress:
+    """For --output runs: a line on stderr every few seconds (rewritten in place on a terminal)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.t0 = self.last = time.monotonic()
+        self.n = 0
+
+    def step(self, failed: int) -> None:
+        self.n += 1
+        now = time.monotonic()
+        if not self.enabled or now - self.last < (0.5 if self.tty else 10.0):
+            return
+        self.last = now
+        rate = self.n / max(now - self.t0, 1e-9)
+        line = f"edge-classify: {self.n}/{self.total} images, {failed} failed, {rate:.1f} img/s"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self, done: int, failed: int, skipped: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            print(file=sys.stderr)
+        secs = time.monotonic() - self.t0
+        print(f"edge-classify: classified {done - failed}, failed {failed}, skipped {skipped} (already done) "
+              f"in {secs:.1f} s ({done / max(secs, 1e-9):.1f} img/s)", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

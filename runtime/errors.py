@@ -1,7 +1,9 @@
 """The one exception type for user-facing errors, and the exit codes it maps to.
 
 CLIs print ``error: <message>`` (and ``hint: <hint>``) and exit with ``exit_code``;
-no traceback is shown for these. Anything else escaping is a bug and keeps its traceback.
+no traceback is shown for these. Anything else escaping is a bug: ``report_internal_error``
+saves its traceback to a file and the CLI exits with ``EXIT_INTERNAL``, so a script can
+tell a crash from "some inputs failed".
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ EXIT_INPUTS_FAILED = 1  # edge-classify: some inputs could not be classified
 EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_MODEL = 3  # model / provider / weights problem: nothing could run
 EXIT_PARITY = 4  # export-model: exported model disagrees with Keras beyond tolerance
+EXIT_INTERNAL = 70  # a bug in edge-classify (EX_SOFTWARE in sysexits.h); the traceback is saved
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (`| head`): 128 + SIGPIPE, as shells report it
+
+REPORT_TO = "the edge-classify issue tracker (README: Reporting bugs)"
 
 
 class EdgeClassifyError(Exception):
@@ -38,3 +44,24 @@ class InputError(EdgeClassifyError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=EXIT_INPUTS_FAILED)
+
+
+def report_internal_error(prog: str, exc: BaseException, stream) -> int:
+    """Print a short message for an unexpected exception, save the traceback; return the exit code."""
+    import tempfile
+    import traceback
+
+    from . import __version__
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = "(could not be saved)"
+    try:
+        fd, where = tempfile.mkstemp(prefix=f"{prog}-crash-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(f"{prog} {__version__}\n{text}")
+    except OSError:
+        pass
+    print(f"{prog}: internal error: {type(exc).__name__}: {first_line(exc)}", file=stream)
+    print(f"{prog}: this is a bug in {prog} {__version__}, not a problem with your inputs; the traceback is in "
+          f"{where}: please attach it to a report on {REPORT_TO}", file=stream)
+    return EXIT_INTERNAL

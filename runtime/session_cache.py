@@ -1,4 +1,4 @@
-"""Per-machine cache of ONNX Runtime's optimised CPU graph: cheaper cold starts.
+"""Per-machine cache of ONNX Runtime's optimised CPU graph: cheaper cold starts, and safe.
 
 With all graph optimisations on, ONNX Runtime rewrites ResNet50 for this CPU (NCHWc
 layouts, fused convolutions) at every session creation; while it does, the original and
@@ -7,9 +7,26 @@ peak RSS 316 MiB and 495 ms to create the session from the exported file, vs 177
 and ~300 ms from the saved optimised graph loaded with optimisations off; inference
 speed is the same. So the first CPU run saves the optimised graph here, later runs load it.
 
-The optimised graph is specific to the CPU's instruction set and the ONNX Runtime
-version, so both are in the key, together with the model file's path, size and mtime
-(like ``__pycache__``). Only for CPU-only sessions: GPU providers optimise differently.
+A cache that serves the wrong graph is worse than none, so:
+
+* **Keyed by content.** The key is the sha256 of the model's bytes (plus ONNX Runtime's
+  version, the CPU's instruction set and this cache's format). Path, size and mtime were
+  the key before, and a re-export of the same architecture has the same size: replacing
+  the file while keeping its mtime served the old model's predictions. Hashing a 97 MiB
+  model takes ~80 ms here (2-core AMD EPYC, SHA-NI); the file is read through one
+  descriptor, so the bytes hashed are the bytes loaded.
+* **Only our own files.** The directory is created 0700; a directory or entry not owned
+  by the current user, or writable by others, is refused (a shared ``EDGE_CLASSIFY_HOME``
+  let another user plant a graph that was then served). Entries are opened relative to
+  the checked directory's descriptor, without following links, and loaded through
+  ``/proc/self/fd`` where it exists, so nothing can be swapped in between check and load.
+* **Whole or absent.** ONNX Runtime writes an entry under a temporary name; it is renamed
+  into place only after the model passed its checks against its contract (a rejected
+  model is never cached), and stale temporaries of dead processes are swept.
+* **Bounded.** The total size is capped (``EDGE_CLASSIFY_CACHE_MAX_MB``, default 1024);
+  the least recently used entries are evicted.
+
+Only for CPU-only sessions: GPU providers optimise differently.
 ``EDGE_CLASSIFY_NO_CACHE=1`` turns it off.
 """
 
@@ -18,9 +35,26 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
+import secrets
+import stat
+import time
 from pathlib import Path
 
 from .paths import home
+
+FORMAT = "2"  # bump when the key or the entry layout changes
+DEFAULT_MAX_MB = 1024
+_ENTRY = re.compile(r"^[0-9a-f]{40}\.onnx$")
+_PARTIAL = re.compile(r"^\.([0-9a-f]{40})\.(\d+)\.[0-9a-f]+\.partial$")
+_LEGACY = re.compile(r"^.+-[0-9a-f]{20}\.onnx$")  # format 1: <stem>-<path/mtime key>.onnx
+_POSIX = os.name == "posix"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class Refused(Exception):
+    """The cache directory cannot be trusted; run uncached and say why."""
 
 
 def enabled() -> bool:
@@ -29,6 +63,26 @@ def enabled() -> bool:
 
 def cache_dir() -> Path:
     return home() / "ort-cache"
+
+
+def max_bytes() -> int:
+    try:
+        return max(0, int(float(os.environ.get("EDGE_CLASSIFY_CACHE_MAX_MB", DEFAULT_MAX_MB)) * 2**20))
+    except ValueError:
+        return DEFAULT_MAX_MB * 2**20
+
+
+def sha256_fd(fd: int) -> str:
+    """sha256 of a file's bytes, read through ``fd`` from its start."""
+    h = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return h.hexdigest()
 
 
 def _cpu_signature() -> str:
@@ -42,16 +96,165 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
-def cached_path(model_path: Path, ort_version: str, level: str) -> Path:
-    st = model_path.stat()
-    key = "|".join([str(model_path.resolve()), str(st.st_size), str(st.st_mtime_ns), ort_version, level,
-                    platform.machine(), _cpu_signature()])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return cache_dir() / f"{model_path.stem}-{digest}.onnx"
+def entry_key(model_sha256: str, ort_version: str, level: str) -> str:
+    key = "|".join([FORMAT, model_sha256, ort_version, level, platform.machine(), _cpu_signature()])
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def prune(keep: Path) -> None:
-    """Drop older optimised copies of the same model name (they are keyed by mtime)."""
-    for old in keep.parent.glob(f"{keep.name.rsplit('-', 1)[0]}-*.onnx"):
-        if old != keep:
-            old.unlink(missing_ok=True)
+def fd_path(fd: int, fallback: str) -> str:
+    """A path that opens exactly the file (or directory) behind ``fd``, where the OS has one."""
+    proc = f"/proc/self/fd/{fd}"
+    return proc if os.path.exists(proc) else fallback
+
+
+def _trusted(st: os.stat_result) -> str | None:
+    """Why a directory or entry with this stat cannot be trusted, or None."""
+    if not _POSIX:
+        return None
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+class CacheDir:
+    """The cache directory, opened and checked once; entries are reached through its descriptor."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path or cache_dir())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.mkdir(self.path, 0o700)
+            except FileExistsError:
+                pass
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
+        except OSError as exc:
+            raise Refused(f"cannot open {self.path}: {exc.strerror or exc}") from None
+        st = os.fstat(self.fd)
+        why = _trusted(st) if stat.S_ISDIR(st.st_mode) else "not a directory"
+        if why:
+            os.close(self.fd)
+            raise Refused(f"{self.path} is {why}; not using it (fix: chmod 700 it, or remove it)")
+        if _POSIX and st.st_mode & 0o077:  # ours but readable by others (format 1 made it 0755)
+            os.fchmod(self.fd, 0o700)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _child(self, name: str) -> str:
+        return fd_path(self.fd, str(self.path)) + "/" + name
+
+    def lookup(self, key: str) -> tuple[int, str] | None:
+        """(open descriptor, path that loads it) for a trusted entry, or None."""
+        try:
+            fd = os.open(f"{key}.onnx", os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=self.fd)
+        except OSError:  # absent, or a symlink (ELOOP): a miss either way
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or _trusted(st):
+            os.close(fd)  # not ours: never loaded; the store below replaces it
+            return None
+        try:
+            os.utime(fd)  # last use, for eviction
+        except OSError:
+            pass
+        return fd, fd_path(fd, str(self.path / f"{key}.onnx"))
+
+    def reserve(self, key: str) -> tuple[str, str]:
+        """(temporary name, path for ONNX Runtime's ``optimized_model_filepath``)."""
+        self.sweep()
+        tmp = f".{key}.{os.getpid()}.{secrets.token_hex(6)}.partial"
+        return tmp, self._child(tmp)
+
+    def commit(self, tmp: str, key: str) -> bool:
+        """Move a finished entry into place (atomically) and evict down to the size cap."""
+        if _POSIX:
+            try:
+                os.chmod(tmp, 0o600, dir_fd=self.fd)  # ONNX Runtime created it 0644
+            except OSError:
+                pass
+        try:
+            size = os.stat(tmp, dir_fd=self.fd, follow_symlinks=False).st_size
+            if size > max_bytes():  # could never fit: do not evict everything else for it
+                self.discard(tmp)
+                return False
+            os.replace(tmp, f"{key}.onnx", src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError:
+            self.discard(tmp)
+            return False
+        self.evict(keep=f"{key}.onnx")
+        return True
+
+    def discard(self, tmp: str) -> None:
+        try:
+            os.unlink(tmp, dir_fd=self.fd)
+        except OSError:
+            pass
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        out = []
+        for name in os.listdir(self.fd):
+            if _ENTRY.match(name):
+                try:
+                    st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                out.append((st.st_mtime, st.st_size, name))
+        return sorted(out)
+
+    def total_bytes(self) -> int:
+        return sum(size for _, size, _ in self._entries())
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Remove least recently used entries until the total fits the cap."""
+        entries = self._entries()
+        total, cap, removed = sum(e[1] for e in entries), max_bytes(), []
+        for _, size, name in entries:
+            if total <= cap:
+                break
+            if name == keep:
+                continue
+            try:
+                os.unlink(name, dir_fd=self.fd)
+                total -= size
+                removed.append(name)
+            except OSError:
+                pass
+        return removed
+
+    def sweep(self) -> None:
+        """Remove temporaries of processes that died mid-write, and format-1 entries."""
+        now = time.time()
+        for name in os.listdir(self.fd):
+            m = _PARTIAL.match(name)
+            try:
+                if m:
+                    age = now - os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime
+                    if not _alive(int(m.group(2))) or age > 86400:
+                        os.unlink(name, dir_fd=self.fd)
+                elif _LEGACY.match(name):
+                    os.unlink(name, dir_fd=self.fd)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
