@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from edge_classify.runtime import __version__
-from edge_classify.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EdgeClassifyError
+from edge_classify.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EdgeClassifyError, report_internal_error
 from edge_classify.runtime.paths import default_model_path
 
 EPILOG = """\
@@ -21,7 +21,8 @@ examples:
   export-model --precision auto --calib 'photos/*.jpg'       fastest precision that keeps top-1
 
 Then: edge-classify IMG (reads the default location unless --model is given).
-exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity or agreement check failed (nothing written)
+exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity or agreement check failed (nothing written),
+            70 internal error (a bug: the message says where the traceback was saved)
 """
 
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("export-model: interrupted; nothing partial was left at the output path", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: short message, traceback saved, its own exit code (not 3 or 4)
+        return report_internal_error("export-model", exc, sys.stderr)
 
     print(f"exported {args.arch} (weights: {args.weights}) in {sum(result.timings_s.values()):.1f} s")
     for f in result.files:

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,18 @@ def test_missing_verify_image_and_failed_conversion(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert rc == 3 and "ONNX conversion failed: Opset 3" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_internal_error_exits_70_not_3_or_4(tmp_path, monkeypatch, capsys):
+    from edge_classify.export import pipeline
+
+    def boom(*a, **k):
+        raise KeyError("simulated bug")
+
+    monkeypatch.setattr(pipeline, "export_model", boom)
+    rc = export_cli.main(["--weights", "random", "-o", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 70 and "internal error: KeyError" in err and "Traceback" not in err
+    saved = Path(err.split("the traceback is in ")[1].split(":")[0])
+    assert "simulated bug" in saved.read_text()
+    saved.unlink()
