@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import deps, model_check, preprocess, session_cache
+from . import codec_messages, deps, model_check, preprocess, session_cache
 from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
@@ -117,36 +117,36 @@ class Classifier:
         self.decode_options = decode
         self.spinning = spinning
         self.cache_status, self.cache_warning = "off", None
-        model_fd = None
+        model_stat = None
         if isinstance(model, (bytes, bytearray)):
             self.model_path, source, name = None, bytes(model), "model"
             self.model_sha256 = hashlib.sha256(source).hexdigest()
         else:
             self.model_path = Path(model)
-            name = str(self.model_path)
+            source = name = str(self.model_path)  # by path: ONNX Runtime finds external weights beside it
             if not self.model_path.is_file():
                 raise EdgeClassifyError(
                     f"model file not found: {self.model_path}",
                     hint="run `export-model` to create it (or pass --model PATH to an exported .onnx)",
                 )
             try:
-                model_fd = os.open(self.model_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                self.model_sha256 = session_cache.sha256_fd(model_fd)
+                fd = os.open(self.model_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                try:
+                    model_stat = os.fstat(fd)
+                    self.model_sha256 = session_cache.sha256_fd(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
-                if model_fd is not None:
-                    os.close(model_fd)
                 raise EdgeClassifyError(f"cannot read model {name}: {exc.strerror or exc}") from None
-            # Hashed and loaded through one descriptor: the bytes hashed are the bytes loaded.
-            source = session_cache.fd_path(model_fd, name)
 
-        available = available_providers if available_providers is not None else ort.get_available_providers()
-        # The contract sizes TensorRT's optimisation profile, but lives in the model: read
-        # it first with a throwaway metadata-only look when TensorRT is in play.
-        self.plan = plan_providers(providers, available)
-        so = _session_options(ort, threads, spinning)
         pending = None
         try:
+            available = available_providers if available_providers is not None else ort.get_available_providers()
+            self.plan = plan_providers(providers, available)
+            so = _session_options(ort, threads, spinning)
             if "TensorrtExecutionProvider" in self.plan.names:
+                # The contract sizes TensorRT's optimisation profile, but lives in the model:
+                # read it first with a throwaway metadata-only look.
                 contract = _read_contract(ort, source, name)
                 h, w = contract.preprocess.input_size
                 shape = (h, w, 3) if contract.preprocess.layout == "NHWC" else (3, h, w)
@@ -156,6 +156,10 @@ class Classifier:
                 )
                 self.plan = plan_providers(providers, available, trt)
             self.session, pending = self._create_session(ort, source, so)
+            if model_stat is not None and _changed(self.model_path, model_stat):
+                # Hashed one file, loaded another: the cache key and model_sha256 would lie.
+                raise EdgeClassifyError(f"model {name} changed while it was being loaded",
+                                        hint="run again once the file is complete")
             self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)
             model_check.check(self.contract, self.session.get_inputs(), self.session.get_outputs(), name)
             if pending is not None:  # only a model that passed its checks is cached
@@ -174,8 +178,6 @@ class Classifier:
             if pending is not None:
                 pending[0].discard(pending[1])
                 pending[0].close()
-            if model_fd is not None:
-                os.close(model_fd)
         self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
         self._input = self.contract.model.input_name
         self._output = self.contract.model.output_name
@@ -193,22 +195,26 @@ class Classifier:
         except session_cache.Refused as exc:
             self.cache_warning = f"optimised-graph cache not used: {exc}"
             return ort.InferenceSession(source, so, providers=self.plan.providers), None
-        key = session_cache.entry_key(self.model_sha256, ort.__version__, "all")
-        hit = cache.lookup(key)
-        if hit is not None:
-            fd, path = hit
-            fast = _session_options(ort, so.intra_op_num_threads, self.spinning)
-            fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            try:
-                session = ort.InferenceSession(path, fast, providers=self.plan.providers)
-                self.cache_status = "hit"
-                cache.close()
-                return session, None
-            except Exception:  # a damaged entry: rebuilt below
-                cache.discard(f"{key}.onnx")
-            finally:
-                os.close(fd)
-        tmp, tmp_path = cache.reserve(key)
+        try:
+            key = session_cache.entry_key(self.model_sha256, ort.__version__, "all")
+            hit = cache.lookup(key)
+            if hit is not None:
+                fd, path = hit
+                fast = _session_options(ort, so.intra_op_num_threads, self.spinning)
+                fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                try:
+                    session = ort.InferenceSession(path, fast, providers=self.plan.providers)
+                    self.cache_status = "hit"
+                    cache.close()
+                    return session, None
+                except Exception:  # a damaged entry: rebuilt below
+                    cache.discard(f"{key}.onnx")
+                finally:
+                    os.close(fd)
+            tmp, tmp_path = cache.reserve(key)
+        except BaseException:
+            cache.close()
+            raise
         try:
             so.optimized_model_filepath = tmp_path
             return ort.InferenceSession(source, so, providers=self.plan.providers), (cache, tmp, key)
@@ -270,6 +276,10 @@ class Classifier:
     ) -> Iterator[Classification]:
         """Like ``classify`` but yields results as batches finish (input order kept)."""
         top_k = max(1, min(top_k, len(self.labels)))
+        with codec_messages.held():  # stderr keeps one path, and its order, for the whole run
+            yield from self._classified(images, top_k, errors)
+
+    def _classified(self, images, top_k: int, errors: str) -> Iterator[Classification]:
         for items in self._prepared_batches(_as_iter(images)):
             good = [it for it in items if it[2] is None]
             probs = None
@@ -344,6 +354,15 @@ class Classifier:
                     return
                 n = min(self.batch_size, len(pending))
                 yield [pending.popleft().result() for _ in range(n)]
+
+
+def _changed(path: Path, before: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return True
+    return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+        before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def _session_options(ort, threads: int | None, spinning: bool = True):

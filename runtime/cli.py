@@ -32,6 +32,7 @@ examples:
   edge-classify big.tif --max-pixels 200M    accept larger images than the default cap
 
 exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error,
+            74 cannot write --output (rows so far are kept: --resume later),
             70 internal error (a bug: the message says where the traceback was saved)
 """
 
@@ -115,9 +116,13 @@ def expand_inputs(args: list[str]) -> list[str]:
     A name that matches nothing is kept, so that it is reported as missing.
     """
     out: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        print(f"edge-classify: warning: skipped {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+
     for arg in args:
         if os.path.isdir(arg):
-            found = [str(p) for p in images_in(arg)]
+            found = [str(p) for p in images_in(arg, on_error=unreadable)]
             out.extend(found)
             if not found:
                 print(f"edge-classify: warning: no images in directory {arg}", file=sys.stderr)
@@ -134,9 +139,24 @@ def format_predictions(predictions) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.stderr is None:  # started with stderr closed (2>&-): print() would fall back to stdout
+        sys.stderr = open(os.devnull, "w")
     args = build_parser().parse_args(argv)
     if args.resume and args.output is None:
         build_parser().error("--resume needs --output FILE")
+    try:
+        return _main(args)
+    finally:
+        _settle_stderr()
+
+
+def _settle_stderr() -> None:
+    """Every stderr line of this run is out before main returns (see codec_messages)."""
+    if "edge_classify.runtime.codec_messages" in sys.modules:
+        sys.modules["edge_classify.runtime.codec_messages"].settle()
+
+
+def _main(args) -> int:
     try:
         return _run(args)
     except EdgeClassifyError as exc:
@@ -171,6 +191,8 @@ def _run(args) -> int:
 
     limits = {k: v for k, v in (("max_pixels", args.max_pixels), ("max_file_bytes", args.max_file_size)) if v}
     model = args.model or default_model_path()
+    if args.model is None:
+        _check_default_model(model)
     clf = Classifier(
         model,
         providers=args.provider,
@@ -207,6 +229,8 @@ def _run(args) -> int:
         results = ResultsFile(args.output, clf.model_sha256, args.resume)
         if results.cut_partial_line:
             info(f"{args.output}: removed the incomplete last line a killed run left")
+        if results.unreadable_lines:
+            warn(f"{args.output}: {results.unreadable_lines} line(s) are not result rows; left as they are")
         if results.other_model_rows:
             warn(f"{args.output}: {results.other_model_rows} row(s) come from another model; "
                  "their inputs are classified again with this one")
@@ -255,6 +279,21 @@ def _run(args) -> int:
         info(f"{failed} of {len(inputs)} input(s) could not be classified")
         return EXIT_INPUTS_FAILED
     return EXIT_OK
+
+
+def _check_default_model(path: Path) -> None:
+    """The default model lives in a folder that may be shared (EDGE_CLASSIFY_HOME): load it
+    only if no other user could have put it there. A model named with --model is the
+    user's own choice."""
+    from .session_cache import untrusted_reason
+
+    try:
+        why = untrusted_reason(os.stat(path))
+    except OSError:
+        return  # missing: Classifier says how to make one
+    if why:
+        raise EdgeClassifyError(f"the default model {path} is {why}; not loading it",
+                                hint="re-export it with `export-model`, or pass --model PATH to use it anyway")
 
 
 class _Progress:

@@ -14,6 +14,7 @@ EXIT_INPUTS_FAILED = 1  # edge-classify: some inputs could not be classified
 EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_MODEL = 3  # model / provider / weights problem: nothing could run
 EXIT_PARITY = 4  # export-model: exported model disagrees with Keras beyond tolerance
+EXIT_OUTPUT = 74  # edge-classify -o: the results file cannot be written (disk full, ...): --resume later
 EXIT_INTERNAL = 70  # a bug in edge-classify (EX_SOFTWARE in sysexits.h); the traceback is saved
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (`| head`): 128 + SIGPIPE, as shells report it

@@ -7,9 +7,9 @@ reads which inputs already have a row *made by the same model* (rows carry the m
 sha256), and the run classifies only the others. A failed image's row (with its error)
 is a result too: it is not retried.
 
-Inputs are matched by their normalised path as given on the command line (and by their
-exact bytes when the name is not UTF-8, via ``path_base64``), so resume from the same
-directory with the same arguments.
+Inputs are matched by their absolute path (rows keep the path as given, so resume from
+the same directory; ``imgs/a.jpg`` and ``$PWD/imgs/a.jpg`` are the same input), by its
+exact bytes when the name is not UTF-8 (``path_base64``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import base64
 import json
 import os
 
-from .errors import EXIT_USAGE, EdgeClassifyError
+from .errors import EXIT_OUTPUT, EXIT_USAGE, EdgeClassifyError
 
 
 def input_key(path_bytes: bytes) -> bytes:
-    return os.path.normpath(path_bytes)
+    return os.path.abspath(path_bytes)
 
 
 def row_key(row: dict) -> bytes | None:
@@ -41,6 +41,7 @@ class ResultsFile:
         self.model_sha256 = model_sha256
         self.done: set[bytes] = set()
         self.other_model_rows = 0
+        self.unreadable_lines = 0
         self.cut_partial_line = False
         exists = os.path.exists(self.path)
         if exists and not os.path.isfile(self.path):
@@ -61,31 +62,55 @@ class ResultsFile:
 
     def _scan(self) -> None:
         size = os.path.getsize(self.path)
+        if size == 0:
+            return
         keep = 0  # bytes up to the end of the last complete line
+        rows = 0
+        partial = b""
         with open(self.path, "rb") as f:
             for line in f:
                 if not line.endswith(b"\n"):
-                    break  # the partial line a killed run left behind
+                    partial = line  # what a killed run left behind, if this is a results file
+                    break
                 keep += len(line)
                 try:
                     row = json.loads(line)
                 except ValueError:
+                    self.unreadable_lines += 1
                     continue
                 key = row_key(row) if isinstance(row, dict) else None
                 if key is None:
+                    self.unreadable_lines += 1
                     continue
+                rows += 1
                 if row.get("model_sha256") == self.model_sha256:
                     self.done.add(key)
                 else:
                     self.other_model_rows += 1
+        if not rows and (self.unreadable_lines or not partial.startswith(b'{"path"')):
+            raise EdgeClassifyError(f"--output {self.path} is not an edge-classify results file; not touching it",
+                                    hint="choose another --output file", exit_code=EXIT_USAGE)
         if keep < size:
             os.truncate(self.path, keep)
             self.cut_partial_line = True
 
     def write(self, row: dict) -> None:
         data = (json.dumps(row) + "\n").encode("utf-8")
-        while data:
-            data = data[os.write(self.fd, data):]
+        start = None
+        try:
+            start = os.lseek(self.fd, 0, os.SEEK_END)
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError as exc:
+            if start is not None:  # a disk that filled mid-row: leave only whole rows behind
+                try:
+                    os.ftruncate(self.fd, start)
+                except OSError:
+                    pass
+            raise EdgeClassifyError(
+                f"cannot write to --output {self.path}: {exc.strerror or exc}",
+                hint="free some space, then rerun with --resume: the rows written so far are kept",
+                exit_code=EXIT_OUTPUT) from None
 
     def close(self) -> None:
         if self.fd >= 0:

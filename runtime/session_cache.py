@@ -68,7 +68,7 @@ def cache_dir() -> Path:
 def max_bytes() -> int:
     try:
         return max(0, int(float(os.environ.get("EDGE_CLASSIFY_CACHE_MAX_MB", DEFAULT_MAX_MB)) * 2**20))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf", "lots": the default, not a failed model load
         return DEFAULT_MAX_MB * 2**20
 
 
@@ -107,8 +107,8 @@ def fd_path(fd: int, fallback: str) -> str:
     return proc if os.path.exists(proc) else fallback
 
 
-def _trusted(st: os.stat_result) -> str | None:
-    """Why a directory or entry with this stat cannot be trusted, or None."""
+def untrusted_reason(st: os.stat_result) -> str | None:
+    """Why a file or directory with this stat cannot be trusted (another user can change it), or None."""
     if not _POSIX:
         return None
     if st.st_uid != os.geteuid():
@@ -129,14 +129,19 @@ class CacheDir:
                 os.mkdir(self.path, 0o700)
             except FileExistsError:
                 pass
+            if self.path.is_symlink():
+                raise Refused(f"{self.path} is a symbolic link; not using it (remove it: the runtime "
+                              "creates its own private folder)")
             self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC)
         except OSError as exc:
             raise Refused(f"cannot open {self.path}: {exc.strerror or exc}") from None
         st = os.fstat(self.fd)
-        why = _trusted(st) if stat.S_ISDIR(st.st_mode) else "not a directory"
+        why = untrusted_reason(st) if stat.S_ISDIR(st.st_mode) else "not a directory"
         if why:
             os.close(self.fd)
-            raise Refused(f"{self.path} is {why}; not using it (fix: chmod 700 it, or remove it)")
+            fix = ("chmod 700 it" if _POSIX and st.st_uid == os.geteuid()
+                   else "set EDGE_CLASSIFY_HOME to a folder of your own")
+            raise Refused(f"{self.path} is {why}; not using it ({fix})")
         if _POSIX and st.st_mode & 0o077:  # ours but readable by others (format 1 made it 0755)
             os.fchmod(self.fd, 0o700)
 
@@ -157,11 +162,13 @@ class CacheDir:
     def lookup(self, key: str) -> tuple[int, str] | None:
         """(open descriptor, path that loads it) for a trusted entry, or None."""
         try:
-            fd = os.open(f"{key}.onnx", os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=self.fd)
+            # Non-blocking: a FIFO planted under an entry's name must not hang the open.
+            fd = os.open(f"{key}.onnx", os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
+                         dir_fd=self.fd)
         except OSError:  # absent, or a symlink (ELOOP): a miss either way
             return None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or _trusted(st):
+        if not stat.S_ISREG(st.st_mode) or untrusted_reason(st):
             os.close(fd)  # not ours: never loaded; the store below replaces it
             return None
         try:

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -422,6 +423,72 @@ def test_a_failing_decoder_of_any_type_is_one_image_error(tiny, photos, monkeypa
     assert "ValueError: decoder exploded" in res[2].error
 
 
+def test_zero_padding_before_the_end_marker_is_not_damage(rocket):
+    """libjpeg says "extraneous bytes before marker 0xd9" for camera padding too; those
+    pixels are intact, unlike the leftovers of a scan with a hole."""
+    import cv2
+
+    padded = rocket[:-2] + b"\x00" * 64 + rocket[-2:]
+    img, notes = decode_with_notes(padded)
+    assert np.array_equal(img, cv2.imdecode(np.frombuffer(rocket, np.uint8), cv2.IMREAD_COLOR))
+    assert notes and "extraneous bytes" in notes[0]
+
+
+def test_an_applications_own_log_lines_are_neither_swallowed_nor_blamed_on_images(photos):
+    """While decodes run, fd 2 is a pipe; lines that are not the codecs' go through. (Lines a
+    thread prints while single decodes start and stop can come out slightly out of order; a
+    ``classify`` run keeps one path for its whole duration, so its lines keep their order.)"""
+    code = f"""
+import sys, threading
+from edge_classify.runtime.preprocess import decode_with_notes
+data = open({str(photos[1])!r}, "rb").read()
+stop = False
+def log():
+    i = 0
+    while not stop:
+        print(f"[ERROR] upstream timeout {{i}}", file=sys.stderr); i += 1
+t = threading.Thread(target=log); t.start()
+results = [decode_with_notes(data)[1] for _ in range(150)]
+stop = True; t.join()
+print("NOTES", sum(bool(n) for n in results))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "NOTES 0" in p.stdout
+    logged = [int(n) for n in re.findall(r"\[ERROR\] upstream timeout (\d+)", p.stderr)]
+    assert sorted(logged) == list(range(len(logged))) and len(logged) > 10  # every line there, once
+
+
+def test_a_forked_child_decodes_and_keeps_its_stderr(photos):
+    code = f"""
+import os, sys
+from edge_classify.runtime.preprocess import decode_with_notes
+data = open({str(photos[1])!r}, "rb").read()
+decode_with_notes(data)
+pid = os.fork()
+if pid == 0:
+    decode_with_notes(data)
+    print("child ok", file=sys.stderr, flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "child exit 0" in p.stdout and "child ok" in p.stderr, p.stdout + p.stderr
+
+
+def test_a_model_with_external_weights_loads(tmp_path, photos):
+    import onnx
+
+    src = tiny_models.make(tmp_path / "inline.onnx", seed=3)
+    model = onnx.load(str(src))
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.weights", size_threshold=0)
+    assert (tmp_path / "ext.weights").is_file()
+    got = Classifier(tmp_path / "ext.onnx", providers="cpu").predict(photos[:3])
+    assert np.array_equal(got, Classifier(src, providers="cpu").predict(photos[:3]))
+
+
 def test_one_classifier_used_from_many_threads_gives_the_serial_results(tiny, photos, rocket):
     """ONNX Runtime sessions are thread-safe; so must our decode path be (the stderr capture,
     the pixel budget), with damaged images mixed in."""
@@ -450,6 +517,40 @@ def test_output_file_refuses_to_mix_runs_and_resume_skips_done_inputs(tiny, phot
     assert rc == 0 and "removed the incomplete last line" in err and "3 input(s) already" in err
     got = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["path"] for r in got) == sorted(str(p) for p in photos[:8])
+
+
+def test_resume_matches_paths_however_spelled_and_leaves_other_files_alone(tiny, photos, tmp_path, capfd,
+                                                                           monkeypatch):
+    monkeypatch.chdir(photos[0].parent)
+    out = tmp_path / "results.jsonl"
+    rc, _, _ = run_cli(capfd, "--model", tiny, "-o", out, photos[0].name)
+    rc, _, err = run_cli(capfd, "--model", tiny, "-o", out, "--resume", str(photos[0]), "./" + photos[1].name)
+    assert rc == 0 and "1 input(s) already" in err and len(out.read_text().splitlines()) == 2
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list\nmilk")
+    rc, _, err = run_cli(capfd, "--model", tiny, "-o", notes, "--resume", photos[0].name)
+    assert rc == 2 and "not an edge-classify results file" in err
+    assert notes.read_text() == "shopping list\nmilk"
+
+
+def test_a_results_file_that_cannot_be_written_has_its_own_exit_code(tiny, photos, tmp_path):
+    import resource
+
+    out = tmp_path / "results.jsonl"
+
+    def small_files():  # a full disk, as far as this process can tell (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    p = subprocess.run([script("edge-classify"), "--model", str(tiny), "-o", str(out), *map(str, photos[:10])],
+                       capture_output=True, text=True, timeout=120, preexec_fn=small_files,
+                       env={**os.environ, "EDGE_CLASSIFY_NO_CACHE": "1"})
+    assert p.returncode == 74, p.stderr
+    assert "cannot write to --output" in p.stderr and "--resume" in p.stderr and "Traceback" not in p.stderr
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    assert 0 < len(kept) < 10
+    p = subprocess.run([script("edge-classify"), "--model", str(tiny), "-o", str(out), "--resume",
+                        *map(str, photos[:10])], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and len(out.read_text().splitlines()) == 10
 
 
 def test_kill_9_and_resume_loses_and_duplicates_nothing(tiny, photos, tmp_path):
