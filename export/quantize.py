@@ -25,6 +25,8 @@ from edge_classify.runtime.contract import PreprocessSpec
 from edge_classify.runtime.errors import EdgeClassifyError
 from edge_classify.runtime.files import images_in, is_image_name
 
+from . import partials
+
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_MAX_IMAGES = 200  # calibration statistics settle long before this on ResNets
 MIN_IMAGES = 8
@@ -114,14 +116,23 @@ def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, in
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix="edge-int8-") as tmp:
+        # PID in the name: a later export removes it if this process is killed (partials.py).
+        with tempfile.TemporaryDirectory(prefix=partials.int8_dir_prefix()) as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             src.write_bytes(fp32_model)
-            quantize_static(
-                str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,
-                extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
-            )
+            # quantize_static keeps its own ~100 MB augmented model in an ort.quant.* folder
+            # of the temp dir, which a kill -9 left there too (measured: 98 MB beside our
+            # 98 MB); nested in our folder, the sweep removes both. tempfile.tempdir is
+            # process-wide, so this holds only while quantize_static runs.
+            saved, tempfile.tempdir = tempfile.tempdir, tmp
+            try:
+                quantize_static(
+                    str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,
+                    extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
+                )
+            finally:
+                tempfile.tempdir = saved
             return dst.read_bytes()
     finally:
         root.setLevel(level)

@@ -247,7 +247,7 @@ class CacheDir:
             try:
                 if m:
                     age = now - os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime
-                    if not _alive(int(m.group(2))) or age > 86400:
+                    if not pid_alive(int(m.group(2))) or age > 86400:
                         os.unlink(name, dir_fd=self.fd)
                 elif _LEGACY.match(name):
                     os.unlink(name, dir_fd=self.fd)
@@ -255,13 +255,17 @@ class CacheDir:
                 pass
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` may still be running; True whenever that cannot be told safely.
+    (Temporaries carry their writer's PID so that a later run can clear a dead one's.)"""
     if pid == os.getpid():
+        return True
+    if pid <= 0 or os.name != "posix":  # os.kill(pid, 0) terminates the process on Windows
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except (OSError, OverflowError):  # PermissionError: alive, under another user
         return True
     return True
