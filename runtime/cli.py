@@ -180,7 +180,7 @@ def _main(args) -> int:
 def _run(args) -> int:
     from .classifier import Classifier, display_name  # heavy imports only past argument parsing
     from .preprocess import DecodeOptions
-    from .results_file import ResultsFile, input_key
+    from .results_file import ResultsFile
 
     def info(msg: str) -> None:
         if not args.quiet:
@@ -234,18 +234,9 @@ def _run(args) -> int:
         if results.other_model_rows:
             warn(f"{args.output}: {results.other_model_rows} row(s) come from another model; "
                  "their inputs are classified again with this one")
-        seen: set[bytes] = set(results.done)
-        todo = []
-        for name in inputs:  # each input once per results file, whatever the run
-            key = input_key(os.fsencode(name))
-            if key in seen:
-                skipped += 1
-                continue
-            seen.add(key)
-            todo.append(name)
+        inputs, skipped = results.pending(inputs)  # each input once per results file
         if skipped:
             info(f"{skipped} input(s) already in {args.output}: skipped")
-        inputs = todo
 
     extra = {"provider": clf.provider, "model_sha256": clf.model_sha256}
     failed = done = 0

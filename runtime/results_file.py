@@ -94,6 +94,16 @@ class ResultsFile:
             os.truncate(self.path, keep)
             self.cut_partial_line = True
 
+    def pending(self, inputs: list[str]) -> tuple[list[str], int]:
+        """(inputs without a row yet, each once; how many were skipped)."""
+        seen, todo = set(self.done), []
+        for name in inputs:
+            key = input_key(os.fsencode(name))
+            if key not in seen:
+                seen.add(key)
+                todo.append(name)
+        return todo, len(inputs) - len(todo)
+
     def write(self, row: dict) -> None:
         data = (json.dumps(row) + "\n").encode("utf-8")
         start = None

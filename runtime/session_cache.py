@@ -13,8 +13,12 @@ A cache that serves the wrong graph is worse than none, so:
   version, the CPU's instruction set and this cache's format). Path, size and mtime were
   the key before, and a re-export of the same architecture has the same size: replacing
   the file while keeping its mtime served the old model's predictions. Hashing a 97 MiB
-  model takes ~80 ms here (2-core AMD EPYC, SHA-NI); the file is read through one
-  descriptor, so the bytes hashed are the bytes loaded.
+  model takes 77 ms here (2-core AMD EPYC, SHA-NI), 13% of a cold one-image run, so the
+  digest itself is remembered the way git's index remembers blob ids: under the file's
+  device, inode, size, mtime *and ctime*. Any write, rename or ``touch -r`` gives the file
+  a new ctime (which no ordinary user can set back), hence a new memo and a fresh hash;
+  a memo is only written for a file unchanged for ``_STABLE_S``, so a write in the same
+  clock tick as the hash cannot hide.
 * **Only our own files.** The directory is created 0700; a directory or entry not owned
   by the current user, or writable by others, is refused (a shared ``EDGE_CLASSIFY_HOME``
   let another user plant a graph that was then served). Entries are opened relative to
@@ -46,8 +50,11 @@ from .paths import home
 FORMAT = "2"  # bump when the key or the entry layout changes
 DEFAULT_MAX_MB = 1024
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.onnx$")
-_PARTIAL = re.compile(r"^\.([0-9a-f]{40})\.(\d+)\.[0-9a-f]+\.partial$")
+_PARTIAL = re.compile(r"^\.([0-9a-f]{40})(?:\.sha256)?\.(\d+)\.[0-9a-f]+\.partial$")
 _LEGACY = re.compile(r"^.+-[0-9a-f]{20}\.onnx$")  # format 1: <stem>-<path/mtime key>.onnx
+_MEMO = re.compile(r"^[0-9a-f]{40}\.sha256$")
+_STABLE_S = 2.0  # a model younger than this (by ctime) gets no digest memo
+_MAX_MEMOS = 1000
 _POSIX = os.name == "posix"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -207,6 +214,48 @@ class CacheDir:
             os.unlink(tmp, dir_fd=self.fd)
         except OSError:
             pass
+
+    # --- digest memos: the model's sha256 remembered under its stat identity -------------
+    @staticmethod
+    def _memo_name(st: os.stat_result) -> str:
+        ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        return hashlib.sha256(ident.encode()).hexdigest()[:40] + ".sha256"
+
+    def remembered_digest(self, st: os.stat_result) -> str | None:
+        try:
+            fd = os.open(self._memo_name(st), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
+                         dir_fd=self.fd)
+        except OSError:
+            return None
+        try:
+            mst = os.fstat(fd)
+            if not stat.S_ISREG(mst.st_mode) or untrusted_reason(mst):
+                return None
+            text = os.read(fd, 128).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+    def remember_digest(self, st: os.stat_result, digest: str) -> None:
+        if time.time() - st.st_ctime < _STABLE_S:
+            return  # might still be being written: hash it again next time
+        name = self._memo_name(st)
+        tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.partial"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=self.fd)
+            try:
+                os.write(fd, digest.encode("ascii"))
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError:
+            self.discard(tmp)
+            return
+        memos = [n for n in os.listdir(self.fd) if _MEMO.match(n)]
+        if len(memos) > _MAX_MEMOS:  # models come and go: keep the newest memos
+            ages = sorted((os.stat(n, dir_fd=self.fd, follow_symlinks=False).st_mtime, n) for n in memos)
+            for _, old in ages[: len(memos) - _MAX_MEMOS]:
+                self.discard(old)
 
     def _entries(self) -> list[tuple[float, int, str]]:
         out = []

@@ -154,6 +154,38 @@ def test_cache_follows_the_content_not_path_size_and_mtime(photos, tmp_path, mon
     assert third.cache_status == "hit" and np.array_equal(third.predict(photos[:6]), pb)
 
 
+def test_remembered_digests_never_outlive_a_change_to_the_file(photos, tmp_path, monkeypatch):
+    """The sha256 is remembered under (device, inode, size, mtime, ctime): a hit skips the
+    hash, and the swap above (same size, mtime put back) changes the ctime, so no memo."""
+    from edge_classify.runtime import session_cache
+
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(session_cache, "_STABLE_S", 0.0)  # test files are seconds old
+    a = tiny_models.make(tmp_path / "a.onnx", seed=1)
+    b = tiny_models.make(tmp_path / "b.onnx", seed=2)
+    m = tmp_path / "m.onnx"
+    m.write_bytes(a.read_bytes())
+    first = Classifier(m, providers="cpu")
+    hashed = []
+    real_hash = session_cache.sha256_fd
+    monkeypatch.setattr(session_cache, "sha256_fd", lambda fd: hashed.append(fd) or real_hash(fd))
+    again = Classifier(m, providers="cpu")
+    assert hashed == [] and again.model_sha256 == first.model_sha256 and again.cache_status == "hit"
+    new = tmp_path / "m.onnx.new"
+    new.write_bytes(b.read_bytes())
+    st = m.stat()
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(new, m)
+    swapped = Classifier(m, providers="cpu")
+    assert len(hashed) == 1 and swapped.model_sha256 != first.model_sha256
+    with open(m, "r+b") as f:  # rewritten in place, same size, mtime put back
+        f.write(a.read_bytes())
+    os.utime(m, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rewritten = Classifier(m, providers="cpu")
+    assert len(hashed) == 2 and rewritten.model_sha256 == first.model_sha256
+    assert np.array_equal(rewritten.predict(photos[:3]), first.predict(photos[:3]))
+
+
 def _plant(model: Path, planted: Path) -> Path:
     """Write ``planted``'s bytes where ``model``'s cache entry will be looked up."""
     import onnxruntime as ort
