@@ -257,12 +257,17 @@ def _png_header(buf) -> Header:
     return _sized("PNG", width, height)
 
 
+# Real PNGs have tens of chunks, or tens of thousands for a huge image cut into 8 KB IDAT
+# chunks (256 MB, the default file cap, is 32768 of them). Without a cap, a file of empty
+# chunks under that size cap would cost some 20 million Python-level steps to walk.
+_PNG_MAX_CHUNKS = 100_000
+
+
 def _png_check(buf) -> None:
     n = len(buf)
     pos = len(_PNG_SIGNATURE)
     seen_idat = False
-    # Every chunk is at least 12 bytes, so this ends after at most len(buf) / 12 steps.
-    while True:
+    for _ in range(_PNG_MAX_CHUNKS):
         if pos + 8 > n:
             raise FormatError("truncated PNG: the data ends before the IEND chunk")
         length, tag = struct.unpack_from(">I4s", buf, pos)
@@ -278,6 +283,7 @@ def _png_check(buf) -> None:
                 raise FormatError("corrupt PNG: no IDAT (image data) chunk before IEND")
             return
         pos = end
+    raise FormatError(f"corrupt PNG: more than {_PNG_MAX_CHUNKS} chunks")
 
 
 # ---------------------------------------------------------------------------- GIF

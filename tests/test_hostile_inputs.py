@@ -121,6 +121,32 @@ def test_pixel_cap_is_checked_before_decoding_and_configurable(tiny, photos, tmp
     assert rc == 0
 
 
+def test_big_decodes_wait_for_each_other_so_memory_is_that_of_one():
+    """A 20000x20000 PNG cost 2.45 GiB per decode thread: the pixel budget lets big decodes
+    run one at a time (small ones still pass alongside, first come first served)."""
+    import threading
+
+    from edge_classify.runtime.safe_decode import _PixelBudget
+
+    budget = _PixelBudget(100)
+    entered = threading.Event()
+
+    def second():
+        with budget.reserve(80):
+            entered.set()
+
+    with budget.reserve(80):
+        t = threading.Thread(target=second)
+        t.start()
+        assert not entered.wait(0.3)  # 80 + 80 > 100: the second waits for the first
+    assert entered.wait(30)
+    t.join()
+    with budget.reserve(10), budget.reserve(80):  # 90 <= 100: together
+        pass
+    with budget.reserve(500):  # above the capacity (a raised --max-pixels): alone, not never
+        pass
+
+
 # --- 2./3. the optimised-graph cache: stale and planted entries ---------------------------
 def _predict(model, photos, **env):
     return Classifier(model, providers="cpu").predict(photos)
