@@ -239,7 +239,7 @@ class _Tap:
         with self._cond:
             _wait(self._cond, lambda: self._barrier_seen >= n)
 
-    def _install(self) -> None:  # under the lock, when a window or hold opens
+    def _install(self) -> None:  # under the lock, whenever a window or hold opens
         if self._saved is not None:
             if _same_file(2, self._w):
                 return  # still in place from a window that closed moments ago
@@ -288,8 +288,7 @@ class _Tap:
         stderr line takes one path and keeps its order (switching back and forth between
         decodes let lines printed meanwhile overtake the ones still in the pipe)."""
         with self._cond:
-            if self._users + self._holders == 0:
-                self._install()
+            self._install()
             self._holders += 1
         try:
             yield
@@ -305,8 +304,7 @@ class _Tap:
             others = self._users
             self._epoch += 1
             epoch = self._epoch
-            if self._users + self._holders == 0:
-                self._install()
+            self._install()  # also when in place: someone may have redirected fd 2 since
             self._users += 1
             start = self._seq
         try:

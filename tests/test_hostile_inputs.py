@@ -517,6 +517,27 @@ print("NOTES", sum(bool(n) for n in results))
     assert sorted(logged) == list(range(len(logged))) and len(logged) > 10  # every line there, once
 
 
+def test_capture_follows_stderr_redirected_in_the_middle_of_a_run(rocket, tmp_path):
+    bad, log = tmp_path / "bad.jpg", tmp_path / "stderr.log"
+    bad.write_bytes(cut_with_end_marker(rocket))
+    code = f"""
+import os
+from edge_classify.runtime import codec_messages
+from edge_classify.runtime.errors import InputError
+from edge_classify.runtime.preprocess import decode_with_notes
+with codec_messages.held():
+    os.dup2(os.open({str(log)!r}, os.O_WRONLY | os.O_CREAT), 2)  # someone else takes stderr over
+    try:
+        decode_with_notes(open({str(bad)!r}, "rb").read())
+        print("ACCEPTED")
+    except InputError as exc:
+        print("REFUSED", exc)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "REFUSED" in p.stdout and "premature end" in p.stdout, p.stdout + p.stderr
+    assert "Corrupt JPEG" not in log.read_text()
+
+
 def test_a_forked_child_decodes_and_keeps_its_stderr(photos):
     code = f"""
 import os, sys
