@@ -233,13 +233,26 @@ def _jpeg_first_scan_end(buf) -> int:
     raise FormatError("truncated JPEG: the data ends before the image data (no start-of-scan marker)")
 
 
+# libjpeg makes a pass over the coefficient buffer for every scan of a progressive JPEG:
+# real ones have about 10, while a small file can hold thousands of tiny ones, a known
+# denial of service (libjpeg-turbo's djpeg -maxscans and TurboJPEG's scan limit exist for
+# it; OpenCV sets no limit). FF DA never occurs inside entropy-coded data, so counting it
+# counts the scans.
+_JPEG_MAX_SCANS = 1000
+
+
 def _jpeg_check(buf) -> None:
     # In entropy-coded data an FF byte is always followed by 00 (stuffing) or an RSTn marker,
     # so an FF D9 after the first scan starts is the end-of-image marker. (The table segments
     # between progressive scans could hold those two bytes in theory; that would only let a
     # truncated file through to the decoder.) Bytes after EOI are fine: cameras put data there.
-    if _FF_EOI.search(buf, _jpeg_first_scan_end(buf)) is None:
+    first_scan = _jpeg_first_scan_end(buf)
+    if _FF_EOI.search(buf, first_scan) is None:
         raise FormatError("truncated JPEG: no end-of-image marker after the image data")
+    scans = 1 + (buf if hasattr(buf, "count") else bytes(buf)).count(b"\xff\xda", first_scan)
+    if scans > _JPEG_MAX_SCANS:
+        raise FormatError(f"JPEG with {scans} scans refused (limit {_JPEG_MAX_SCANS}): each scan is "
+                          "another pass over the whole image")
 
 
 # ---------------------------------------------------------------------------- PNG

@@ -656,3 +656,15 @@ def mutants(draw):
 @given(mutants())
 def test_mutated_seeds_raise_only_format_error(data):
     assert_only_format_errors(data)
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    """Each scan is a pass of libjpeg over the image; real progressive JPEGs have ~10."""
+    buf = io.BytesIO()
+    Image.open(DATA / "chelsea.png").convert("RGB").save(buf, "JPEG", progressive=True)
+    good = buf.getvalue()
+    check_complete(good, read_header(good))
+    last = good.rfind(b"\xff\xda")
+    bomb = good[:last] + good[last:-2] * 1200 + b"\xff\xd9"
+    with pytest.raises(FormatError, match=r"JPEG with \d+ scans refused \(limit 1000\)"):
+        check_complete(bomb, read_header(bomb))
