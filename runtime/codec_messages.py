@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import threading
 import time
 from contextlib import contextmanager
