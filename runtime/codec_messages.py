@@ -64,7 +64,7 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
 
 
-def _wait(cond: threading.Condition, ready: Callable[[], bool]) -> None:
+def wait_for(cond: threading.Condition, ready: Callable[[], bool]) -> None:
     """``cond.wait()`` until ``ready()``, with ``cond`` held on entry and exit.
 
     On the main thread it polls instead: Ctrl-C raised inside ``Condition.wait`` can leave
@@ -96,7 +96,7 @@ class _Exclusive:
     @contextmanager
     def shared(self):
         with self._cond:
-            _wait(self._cond, lambda: not (self._writer or self._waiting_writers))
+            wait_for(self._cond, lambda: not (self._writer or self._waiting_writers))
             self._readers += 1
         try:
             yield
@@ -110,7 +110,7 @@ class _Exclusive:
         with self._cond:
             self._waiting_writers += 1
             try:
-                _wait(self._cond, lambda: not (self._writer or self._readers))
+                wait_for(self._cond, lambda: not (self._writer or self._readers))
             finally:  # interrupted while waiting (Ctrl-C): do not block every later decode
                 self._waiting_writers -= 1
                 self._cond.notify_all()
@@ -236,7 +236,7 @@ class _Tap:
             n = self._barrier_next
         os.write(self._w, b"\x00edge-tap:%d%s\x00" % (n, b":f" if flush_partial else b""))
         with self._cond:
-            _wait(self._cond, lambda: self._barrier_seen >= n)
+            wait_for(self._cond, lambda: self._barrier_seen >= n)
 
     def _install(self) -> None:  # under the lock, whenever a window or hold opens
         if self._saved is not None:

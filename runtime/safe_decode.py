@@ -121,8 +121,13 @@ class _PixelBudget:
         ticket = object()
         with self._cond:
             self._queue.append(ticket)
-            while self._queue[0] is not ticket or (self._used and self._used + pixels > self.capacity):
-                self._cond.wait()
+            try:
+                codec_messages.wait_for(self._cond, lambda: self._queue[0] is ticket and not (
+                    self._used and self._used + pixels > self.capacity))
+            except BaseException:  # Ctrl-C while waiting: a ticket left behind would block all
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
             self._queue.popleft()
             self._used += pixels
             self._cond.notify_all()
@@ -159,6 +164,7 @@ def imdecode(data, flags: int, max_pixels: int = DEFAULT_MAX_PIXELS, allow_corru
     import numpy as np
 
     buf = np.frombuffer(data, dtype=np.uint8)
+
     def damaging(line: str) -> bool:
         return _damaging(line, data)
 
