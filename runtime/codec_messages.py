@@ -77,11 +77,12 @@ def wait_for(cond: threading.Condition, ready: Callable[[], bool]) -> None:
             cond.wait()
         return
     while not ready():
-        cond.release()
         try:
+            cond.release()
             time.sleep(0.0002)
-        finally:
-            cond.acquire()
+        finally:  # wherever Ctrl-C lands in here, leave with the lock held exactly once
+            if not cond._is_owned():
+                cond.acquire()
 
 
 class _Exclusive:
@@ -260,12 +261,13 @@ class _Tap:
             os.dup2(self._saved, 2)
         _point_faulthandler_at(2)
         saved, self._saved = self._saved, None
-        self._cond.release()
         try:
+            self._cond.release()
             self._barrier(flush_partial=True)  # what was written before fd 2 came back goes out
-        finally:
-            self._cond.acquire()
-        _close_quietly(saved)
+        finally:  # as in wait_for: the lock held exactly once again, even after a Ctrl-C
+            if not self._cond._is_owned():
+                self._cond.acquire()
+            _close_quietly(saved)
 
     def settle(self) -> None:
         """Give fd 2 back now if no decode runs, with the pipe drained. At exit (the reader
