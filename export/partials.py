@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_classify.runtime.session_cache import pid_alive
+from edge_classify.runtime.orphans import orphaned
 
-PID_REUSE_S = 24 * 3600  # a PID-named entry this old is stale even if its PID is in use again
 LEGACY_S = 3600  # entries named before PIDs were (older versions): stale after an hour
 
 _RAND = r"[a-z0-9_]{8}"  # tempfile's random part
@@ -76,12 +75,11 @@ def sweep_stale(directory: str | os.PathLike | None = None, now: float | None = 
             st = entry.stat(follow_symlinks=False)
             if not is_kind(st.st_mode) or (hasattr(os, "geteuid") and st.st_uid != os.geteuid()):
                 continue
-            age = now - st.st_mtime
             pid = m.groupdict().get("pid")
             if pid is None:
-                stale = age > LEGACY_S
+                stale = now - st.st_mtime > LEGACY_S
             else:
-                stale = age > PID_REUSE_S or not pid_alive(int(pid))
+                stale = orphaned(int(pid), st.st_mtime, now)
             if not stale:
                 continue
             if stat.S_ISDIR(st.st_mode):

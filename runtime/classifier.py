@@ -118,6 +118,7 @@ class Classifier:
         self.spinning = spinning
         self.cache_status, self.cache_warning = "off", None
         model_stat = cache = None
+        hashed = False
         if isinstance(model, (bytes, bytearray)):
             self.model_path, source, name = None, bytes(model), "model"
             self.model_sha256 = hashlib.sha256(source).hexdigest()
@@ -132,11 +133,21 @@ class Classifier:
         try:
             available = available_providers if available_providers is not None else ort.get_available_providers()
             self.plan = plan_providers(providers, available)
+            if "TensorrtExecutionProvider" in self.plan.names:
+                # The contract sizes TensorRT's optimisation profile, but lives in the model:
+                # read it first with a throwaway metadata-only look.
+                contract = _read_contract(ort, source, name)
+                h, w = contract.preprocess.input_size
+                shape = (h, w, 3) if contract.preprocess.layout == "NHWC" else (3, h, w)
+                trt = tensorrt_options(
+                    trt_cache_dir, trt_fp16, contract.model.input_name, shape,
+                    None if contract.model.batch else batch_size,
+                )
+                self.plan = plan_providers(providers, available, trt)
             if self.model_path is not None:
                 cache = self._open_cache()
-                model_stat, self.model_sha256 = _digest(self.model_path, cache)
-            self._load(ort, source, name, cache, model_stat, threads, spinning, trt_cache_dir, trt_fp16, batch_size,
-                       providers, available)
+                model_stat, self.model_sha256, hashed = _digest(self.model_path, cache)
+            self._load(ort, source, name, _session_options(ort, threads, spinning), cache, model_stat, hashed)
         finally:
             if cache is not None:
                 cache.close()
@@ -158,22 +169,10 @@ class Classifier:
             self.cache_warning = f"optimised-graph cache not used: {exc}"
             return None
 
-    def _load(self, ort, source, name, cache, model_stat, threads, spinning, trt_cache_dir, trt_fp16, batch_size,
-              providers, available) -> None:
+    def _load(self, ort, source, name, so, cache, model_stat, hashed: bool) -> None:
+        """Session, contract and its checks; then, and only then, the cache entry."""
         pending = None
         try:
-            so = _session_options(ort, threads, spinning)
-            if "TensorrtExecutionProvider" in self.plan.names:
-                # The contract sizes TensorRT's optimisation profile, but lives in the model:
-                # read it first with a throwaway metadata-only look.
-                contract = _read_contract(ort, source, name)
-                h, w = contract.preprocess.input_size
-                shape = (h, w, 3) if contract.preprocess.layout == "NHWC" else (3, h, w)
-                trt = tensorrt_options(
-                    trt_cache_dir, trt_fp16, contract.model.input_name, shape,
-                    None if contract.model.batch else batch_size,
-                )
-                self.plan = plan_providers(providers, available, trt)
             self.session, pending = self._create_session(ort, source, so, cache)
             if model_stat is not None and _changed(self.model_path, model_stat):
                 # Hashed one file, loaded another: the cache key and model_sha256 would lie.
@@ -182,7 +181,8 @@ class Classifier:
             self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)
             model_check.check(self.contract, self.session.get_inputs(), self.session.get_outputs(), name)
             if cache is not None:  # only a model that passed its checks is cached
-                cache.remember_digest(model_stat, self.model_sha256)
+                if hashed:
+                    cache.remember_digest(model_stat, self.model_sha256)
                 if pending is not None:
                     tmp, key = pending
                     pending = None
@@ -294,16 +294,12 @@ class Classifier:
                 t_norm, t_inf = (t1 - t0) * 1e3, (t2 - t1) * 1e3
             row = 0
             for source, _, err, t_decode, notes in items:
+                if err is None:
+                    p = probs[row]
+                    row += 1
+                    if not np.isfinite(p).all():  # a NaN makes the ranking meaningless: per image
+                        err = "the model produced non-finite scores (NaN or infinity) for this image"
                 if err is not None:
-                    if errors == "raise":
-                        raise InputError(f"{source}: {err}")
-                    yield Classification(source, error=err, notes=notes)
-                    continue
-                p = probs[row]
-                row += 1
-                if not np.isfinite(p).all():
-                    # A NaN in any score makes the ranking meaningless: say so, per image.
-                    err = "the model produced non-finite scores (NaN or infinity) for this image"
                     if errors == "raise":
                         raise InputError(f"{source}: {err}")
                     yield Classification(source, error=err, notes=notes)
@@ -357,15 +353,15 @@ class Classifier:
                 yield [pending.popleft().result() for _ in range(n)]
 
 
-def _digest(path: Path, cache) -> tuple[os.stat_result, str]:
-    """(stat, sha256) of a model file: the cache's memo for this exact file if it has one
-    (77 ms saved on a 97 MiB model), else hashed now."""
+def _digest(path: Path, cache) -> tuple[os.stat_result, str, bool]:
+    """(stat, sha256, whether it was hashed now) of a model file: the cache's memo for this
+    exact file if it has one (77 ms saved on a 97 MiB model), else hashed now."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(fd)
             known = cache.remembered_digest(st) if cache is not None else None
-            return st, known or session_cache.sha256_fd(fd)
+            return (st, known, False) if known else (st, session_cache.sha256_fd(fd), True)
         finally:
             os.close(fd)
     except OSError as exc:
@@ -402,7 +398,11 @@ def _session_options(ort, threads: int | None, spinning: bool = True):
 def _read_contract(ort, source, name) -> ModelContract:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for unreadable models
+        raise EdgeClassifyError(f"cannot load model {name}: {first_line(exc)}",
+                                hint="re-export it with `export-model`") from None
     return ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, name)
 
 

@@ -98,9 +98,9 @@ def _count(suffixes: dict):
         t = text.strip().upper()
         if len(t) > 1 and t.endswith("B") and t[-2] in "KMG":
             t = t[:-1]
-        mult = suffixes[t[-1]] if t and t[-1] in "KMG" else 1
+        unit = t[-1:] if t[-1:] in suffixes else ""
         try:
-            value = int(float(t[:-1] if mult != 1 else t) * mult)
+            value = int(float(t[: len(t) - len(unit)]) * suffixes.get(unit, 1))
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 100M)") from None
         if value < 1:

@@ -19,7 +19,7 @@ _INSTALL_HINT = (
 # once, when cv2 is imported. The runtime checks its own, configurable cap from the header
 # before OpenCV sees an image; this is the backstop behind it, set deliberately to that
 # cap (or to a larger one requested before the import) unless the user set it already.
-_opencv_pixel_limit = 89_478_485  # safe_decode.DEFAULT_MAX_PIXELS
+_opencv_pixel_limit = 0  # the largest cap asked for so far; safe_decode's default at least
 
 
 def want_opencv_pixel_limit(pixels: int) -> None:
@@ -33,7 +33,9 @@ def cv2():
     import sys
 
     if "cv2" not in sys.modules:
-        os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(_opencv_pixel_limit))
+        from .safe_decode import DEFAULT_MAX_PIXELS
+
+        os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(max(_opencv_pixel_limit, DEFAULT_MAX_PIXELS)))
     try:
         import cv2 as _cv2
     except ImportError as exc:

@@ -45,6 +45,7 @@ import stat
 import time
 from pathlib import Path
 
+from .orphans import orphaned
 from .paths import home
 
 FORMAT = "2"  # bump when the key or the entry layout changes
@@ -295,26 +296,10 @@ class CacheDir:
             m = _PARTIAL.match(name)
             try:
                 if m:
-                    age = now - os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime
-                    if not pid_alive(int(m.group(2))) or age > 86400:
+                    mtime = os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime
+                    if orphaned(int(m.group(2)), mtime, now):
                         os.unlink(name, dir_fd=self.fd)
                 elif _LEGACY.match(name):
                     os.unlink(name, dir_fd=self.fd)
             except OSError:
                 pass
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` may still be running; True whenever that cannot be told safely.
-    (Temporaries carry their writer's PID so that a later run can clear a dead one's.)"""
-    if pid == os.getpid():
-        return True
-    if pid <= 0 or os.name != "posix":  # os.kill(pid, 0) terminates the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # PermissionError: alive, under another user
-        return True
-    return True
