@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import codec_messages, deps, model_check, preprocess, session_cache
+from . import codec_messages, deps, engines, model_check, onnx_meta, preprocess, session_cache
 from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
@@ -91,11 +91,14 @@ def display_name(source: str, escape_controls: bool = True) -> str:
 class Classifier:
     """An exported model with its contract, ready to classify.
 
-    ``model`` is a path or the serialized ONNX bytes. ``providers`` is ``auto``, ``cpu``,
-    ``cuda`` or ``tensorrt`` (see providers.py); ``available_providers`` overrides what
-    onnxruntime reports (for tests). ``spinning=False`` stops ONNX Runtime's worker
-    threads from busy-waiting inside a run; turn it off when several sessions run back to
-    back in one process (see ``_session_options``).
+    ``model`` is a path or the serialized ONNX bytes. ``engine`` is ``auto``,
+    ``onnxruntime`` or ``openvino`` (see engines.py); ``providers`` (ONNX Runtime's) is
+    ``auto``, ``cpu``, ``cuda``, ``tensorrt`` or ``openvino`` (see providers.py);
+    ``precision`` is ``auto``, ``fp32`` or ``bf16`` (BF16 only on evidence: engines.py).
+    ``available_providers`` / ``available_engines`` / ``hardware_bf16`` override what this
+    machine reports (for tests). ``spinning=False`` stops ONNX Runtime's worker threads
+    from busy-waiting inside a run; turn it off when several sessions run back to back in
+    one process (see ``ort_runner.session_options``).
     """
 
     def __init__(
@@ -109,14 +112,26 @@ class Classifier:
         trt_fp16: bool = True,
         available_providers: list[str] | None = None,
         spinning: bool = True,
+        engine: str = "auto",
+        precision: str = "auto",
+        available_engines: list[str] | None = None,
+        hardware_bf16: bool | None = None,
     ):
-        ort = deps.onnxruntime()
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
         self.batch_size = batch_size
         self.decode_options = decode
         self.spinning = spinning
-        self.cache_status, self.cache_warning = "off", None
+        self.cache_warning = None
+        self.provider_warning = None
+        self.precision_reason = ""
+        self._threads, self._providers = threads, providers
+        self._trt = (trt_cache_dir, trt_fp16)
+        self._available_providers = available_providers
+        self._hw_bf16 = hardware_bf16
+        installed = engines.installed() if available_engines is None else list(available_engines)
+        requested_engine = engines.check_requested(engine, installed, providers)
+        self._precision_request = precision
         model_stat = cache = None
         hashed = False
         if isinstance(model, (bytes, bytearray)):
@@ -130,38 +145,61 @@ class Classifier:
                     f"model file not found: {self.model_path}",
                     hint="run `export-model` to create it (or pass --model PATH to an exported .onnx)",
                 )
+        self._name = name
+        self.runner = None
         try:
-            available = available_providers if available_providers is not None else ort.get_available_providers()
-            self.plan = plan_providers(providers, available)
-            if "TensorrtExecutionProvider" in self.plan.names:
-                # The contract sizes TensorRT's optimisation profile, but lives in the model:
-                # read it first with a throwaway metadata-only look.
-                contract = _read_contract(ort, source, name)
-                h, w = contract.preprocess.input_size
-                shape = (h, w, 3) if contract.preprocess.layout == "NHWC" else (3, h, w)
-                trt = tensorrt_options(
-                    trt_cache_dir, trt_fp16, contract.model.input_name, shape,
-                    None if contract.model.batch else batch_size,
-                )
-                self.plan = plan_providers(providers, available, trt)
             if self.model_path is not None:
                 cache = self._open_cache()
                 model_stat, self.model_sha256, hashed = _digest(self.model_path, cache)
-            self._load(ort, source, name, _session_options(ort, threads, spinning), cache, model_stat, hashed)
+            self.contract = _read_contract(source, name)
+            ort_providers = self._ort_providers(installed)
+            choice = engines.decide_without_measuring(requested_engine, installed, providers, ort_providers)
+            if choice is None:
+                choice = self._auto_choice(source, cache, installed)
+            self.engine_choice = choice
+            if self.runner is None:
+                self.runner = self._make_runner(choice.engine, source, cache)
+            if model_stat is not None and _changed(self.model_path, model_stat):
+                # Hashed one file, loaded another: the cache key and model_sha256 would lie.
+                raise EdgeClassifyError(f"model {name} changed while it was being loaded",
+                                        hint="run again once the file is complete")
+            model_check.check(self.contract, self.runner.inputs, self.runner.outputs, name)
+            if cache is not None:  # only a model that passed its checks is cached
+                if hashed:
+                    cache.remember_digest(model_stat, self.model_sha256)
+                self.runner.commit_cache()
+        except EdgeClassifyError:
+            self._discard()
+            raise
+        except Exception as exc:  # the engines raise their own types for unreadable models
+            self._discard()
+            raise EdgeClassifyError(
+                f"cannot load model {name}: {first_line(exc)}",
+                hint="re-export it with `export-model`",
+            ) from None
         finally:
             if cache is not None:
                 cache.close()
-        self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
-        self._input = self.contract.model.input_name
-        self._output = self.contract.model.output_name
+        if self.runner.engine == "onnxruntime":
+            self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
+        else:
+            self.provider = f"OpenVINO {self.runner.device}"
         self._fixed_batch = self.contract.model.batch
         self._width_checked = False
-        self._name = name
         self._workers = max(1, min(4, os.cpu_count() or 1))
 
+    def _discard(self) -> None:
+        if self.runner is not None:
+            self.runner.discard_pending()
+
+    def _ort_providers(self, installed) -> list[str]:
+        if self._available_providers is not None:
+            return list(self._available_providers)
+        return deps.onnxruntime().get_available_providers() if "onnxruntime" in installed else []
+
     def _open_cache(self):
-        """The optimised-graph cache, for CPU-only sessions of a model file; None otherwise."""
-        if self.plan.names != ["CPUExecutionProvider"] or not session_cache.enabled():
+        """The per-machine cache (optimised graphs, compiled blobs, engine choices), or None."""
+        if not session_cache.enabled():
             return None
         try:
             return session_cache.CacheDir()
@@ -169,65 +207,98 @@ class Classifier:
             self.cache_warning = f"optimised-graph cache not used: {exc}"
             return None
 
-    def _load(self, ort, source, name, so, cache, model_stat, hashed: bool) -> None:
-        """Session, contract and its checks; then, and only then, the cache entry."""
-        pending = None
-        try:
-            self.session, pending = self._create_session(ort, source, so, cache)
-            if model_stat is not None and _changed(self.model_path, model_stat):
-                # Hashed one file, loaded another: the cache key and model_sha256 would lie.
-                raise EdgeClassifyError(f"model {name} changed while it was being loaded",
-                                        hint="run again once the file is complete")
-            self.contract = ModelContract.from_metadata(self.session.get_modelmeta().custom_metadata_map, name)
-            model_check.check(self.contract, self.session.get_inputs(), self.session.get_outputs(), name)
-            if cache is not None:  # only a model that passed its checks is cached
-                if hashed:
-                    cache.remember_digest(model_stat, self.model_sha256)
-                if pending is not None:
-                    tmp, key = pending
-                    pending = None
-                    self.cache_status = "stored" if cache.commit(tmp, key) else "off"
-        except EdgeClassifyError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own types for unreadable models
-            raise EdgeClassifyError(
-                f"cannot load model {name}: {first_line(exc)}",
-                hint="re-export it with `export-model`",
-            ) from None
-        finally:
-            if pending is not None:
-                cache.discard(pending[0])
+    def _compute(self, engine: str) -> str:
+        """fp32 or bf16 for this engine (engines.compute_precision); remembers why."""
+        bf16 = False
+        if engine == "openvino" and self.contract.model.precision == "fp32":
+            bf16 = self._hw_bf16 if self._hw_bf16 is not None else _openvino_bf16()
+        compute, self.precision_reason = engines.compute_precision(
+            self._precision_request, engine, self.contract.model.precision, bf16,
+            (self.contract.parity or {}).get("bf16"))
+        return compute
 
-    def _create_session(self, ort, source, so, cache):
-        """(session, (temporary name, key) of a cache entry to commit, or None)."""
-        if cache is None:
-            return ort.InferenceSession(source, so, providers=self.plan.providers), None
-        key = session_cache.entry_key(self.model_sha256, ort.__version__, "all")
-        hit = cache.lookup(key)
-        if hit is not None:
-            fd, path = hit
-            fast = _session_options(ort, so.intra_op_num_threads, self.spinning)
-            fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            try:
-                session = ort.InferenceSession(path, fast, providers=self.plan.providers)
-                self.cache_status = "hit"
-                return session, None
-            except Exception:  # a damaged entry: rebuilt below
-                cache.discard(f"{key}.onnx")
-            finally:
-                os.close(fd)
-        tmp, tmp_path = cache.reserve(key)
+    def _make_runner(self, engine: str, source, cache):
+        if engine == "openvino":
+            from .openvino_runner import OpenVinoRunner
+
+            compute = self._compute(engine)
+            return OpenVinoRunner(deps.openvino(), source, self.contract.model.precision, compute, self._threads,
+                                  cache=cache if self.model_path is not None else None,
+                                  model_sha256=self.model_sha256, first_batch=self._fixed_batch_or(1))
+        from .ort_runner import OrtRunner
+
+        self._compute(engine)  # validates the request (bf16 needs OpenVINO)
+        ort = deps.onnxruntime()
+        available = self._ort_providers(["onnxruntime"])
+        plan = plan_providers(self._providers, available)
+        if "TensorrtExecutionProvider" in plan.names:
+            # The contract sizes TensorRT's optimisation profile.
+            h, w = self.contract.preprocess.input_size
+            shape = (h, w, 3) if self.contract.preprocess.layout == "NHWC" else (3, h, w)
+            trt = tensorrt_options(self._trt[0], self._trt[1], self.contract.model.input_name, shape,
+                                   None if self.contract.model.batch else self.batch_size)
+            plan = plan_providers(self._providers, available, trt)
+        graph_cache = cache if (self.model_path is not None and plan.names == ["CPUExecutionProvider"]) else None
+        return OrtRunner(ort, source, plan, self.contract.model.precision, self._threads, self.spinning,
+                         graph_cache, self.model_sha256)
+
+    def _fixed_batch_or(self, n: int) -> int:
+        return self.contract.model.batch or n
+
+    def _auto_choice(self, source, cache, installed) -> engines.EngineChoice:
+        """Both engines installed, nothing forces one: the measured choice for this model,
+        CPU and engine versions (measured now and remembered), or the prior without a cache."""
+        if (self._precision_request or "").lower() == "bf16":
+            return engines.EngineChoice("openvino", "--precision bf16 runs on OpenVINO only")
+        bf16_ok = self._compute("openvino") == "bf16"
+        if cache is None or self.contract.model.batch:
+            return engines.prior(self.contract.model.precision, bf16_ok)
+        key = engines.choice_key(self.model_sha256, engines.cpu_signature(), engines.engine_versions(installed),
+                                 self._precision_request, self._threads)
+        known = engines.load_choice(cache, key)
+        if known is not None:
+            return known
+        runners = {e: self._make_runner(e, source, cache) for e in engines.ENGINES}
+        h, w = self.contract.preprocess.input_size
+        shape = (1, h, w, 3) if self.contract.preprocess.layout == "NHWC" else (1, 3, h, w)
+        sample = np.random.default_rng(0).uniform(-120, 150, shape).astype(np.float32)
+        batch = min(self.batch_size, 8)
         try:
-            so.optimized_model_filepath = tmp_path
-            return ort.InferenceSession(source, so, providers=self.plan.providers), (tmp, key)
-        except Exception:  # full disk, or a broken model (which fails again just below)
-            cache.discard(tmp)
-            so.optimized_model_filepath = ""
-            return ort.InferenceSession(source, so, providers=self.plan.providers), None
+            for r in runners.values():
+                model_check.check(self.contract, r.inputs, r.outputs, self._name)  # before running anything
+            choice = engines.pick(engines.measure(runners, sample, batch))
+        except Exception:
+            for r in runners.values():
+                r.discard_pending()
+            raise
+        for e, r in runners.items():
+            if e == choice.engine:
+                self.runner = r
+            else:
+                r.close()
+        engines.save_choice(cache, key, choice)
+        choice.reason = "measured now, once for this model and machine: " + choice.reason.split(": ", 1)[-1]
+        return choice
+
+    @property
+    def plan(self):
+        """ONNX Runtime's provider plan (None on the openvino engine)."""
+        return getattr(self.runner, "plan", None)
+
+    @property
+    def session(self):
+        """The ONNX Runtime session (None on the openvino engine)."""
+        return getattr(self.runner, "session", None)
+
+    @property
+    def cache_status(self) -> str:
+        status = self.runner.cache_status if self.runner is not None else "off"
+        return "off" if status in ("miss", "pending") else status
 
     @property
     def provider_short(self) -> str:
-        return SHORT.get(self.provider, self.provider)
+        """``cpu``, ``cuda``, ``tensorrt``, ``openvino`` (ONNX Runtime's) or OpenVINO's device (``CPU``)."""
+        return SHORT.get(self.runner.device, self.runner.device)
 
     @property
     def labels(self):
@@ -244,7 +315,7 @@ class Classifier:
             if self._fixed_batch and n < self._fixed_batch:  # static-batch model: pad
                 pad = np.zeros((self._fixed_batch - n,) + chunk.shape[1:], chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
-            outs.append(self.session.run([self._output], {self._input: chunk})[0][:n])
+            outs.append(self.runner.run(chunk)[:n])
         out = np.concatenate(outs) if outs else np.zeros((0, len(self.labels)), np.float32)
         if not self._width_checked and outs:
             model_check.check_output_width(self.contract, out.shape[-1] if out.ndim == 2 else -1, self._name)
@@ -377,33 +448,20 @@ def _changed(path: Path, before: os.stat_result) -> bool:
         before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
 
 
-def _session_options(ort, threads: int | None, spinning: bool = True):
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3  # errors only; we report provider fallbacks ourselves
-    # Worker threads busy-wait between the parallel sections of a run (faster), and stop
-    # the moment a run returns, so they never starve whatever runs next (the decode pool,
-    # another runtime). Measured on 2 cores, ResNet50: batch 1 p50 INT8 35.1 vs 36.0 ms and
-    # FP32 60.1 vs 60.8 ms; batch 8 from JPEG files 16.1-16.5 vs 13.1-13.6 img/s. Spinning
-    # that outlives the run (ORT's default) made two sessions alternating take 125 ms each
-    # instead of 55. With spinning off entirely, that case is best (55 vs 67 ms): hence
-    # ``spinning=False`` for processes that alternate several sessions.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    so.add_session_config_entry("session.force_spinning_stop", "1")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return so
-
-
-def _read_contract(ort, source, name) -> ModelContract:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+def _read_contract(source, name) -> ModelContract:
+    """The contract from the model's metadata, read before any engine loads the graph."""
     try:
-        sess = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own types for unreadable models
-        raise EdgeClassifyError(f"cannot load model {name}: {first_line(exc)}",
+        meta = onnx_meta.metadata(source)
+    except (onnx_meta.NotOnnx, OSError) as exc:
+        raise EdgeClassifyError(f"cannot load model {name}: not a readable ONNX model ({first_line(exc)})",
                                 hint="re-export it with `export-model`") from None
-    return ModelContract.from_metadata(sess.get_modelmeta().custom_metadata_map, name)
+    return ModelContract.from_metadata(meta, name)
+
+
+def _openvino_bf16() -> bool:
+    from .openvino_runner import hardware_bf16
+
+    return hardware_bf16(deps.openvino())
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

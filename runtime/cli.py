@@ -27,6 +27,8 @@ examples:
   edge-classify photos/ --top-k 5 --json     every image in a folder, JSON Lines
   edge-classify 'shots/*.png' --batch-size 16 --threads 2
   edge-classify img.jpg --model resnet101.onnx --provider tensorrt
+  edge-classify photos/ --engine openvino    the OpenVINO runtime (pip install 'edge-classify[openvino]')
+  edge-classify img.jpg --engine openvino --precision bf16   BF16 on AMX / AVX512-BF16 CPUs
   edge-classify archive/ -o results.jsonl    bulk: rows appended to a file as they finish
   edge-classify archive/ -o results.jsonl --resume   continue after a crash or kill
   edge-classify big.tif --max-pixels 200M    accept larger images than the default cap
@@ -57,10 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "only); refuses a FILE that already holds results unless --resume")
     p.add_argument("--resume", action="store_true",
                    help="with --output: skip inputs that FILE already has a row for (made by this model)")
+    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                   help="inference engine; auto: ONNX Runtime on a GPU, else whichever installed engine was "
+                        "measured faster for this model on this CPU (measured once, remembered) (default: auto)")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt", "openvino"],
-                   help="execution provider; auto prefers tensorrt, then cuda, then cpu; openvino only when named "
-                        "(default: auto)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: onnxruntime's)")
+                   help="ONNX Runtime execution provider (implies --engine onnxruntime when not auto); auto "
+                        "prefers tensorrt, then cuda, then cpu; openvino (the EP) only when named (default: auto)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="arithmetic for an FP32 model: bf16 runs on the openvino engine on CPUs with native BF16; "
+                        "auto uses BF16 only when the model's export measured its fidelity and it passed; "
+                        "fp32 never lowers (default: auto)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: the engine's)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per inference batch (default: 8)")
     p.add_argument("--exif-orientation", action="store_true",
                    help="rotate photos by their EXIF orientation tag (Keras ignores it; so do we by default)")
@@ -196,6 +205,8 @@ def _run(args) -> int:
     clf = Classifier(
         model,
         providers=args.provider,
+        engine=args.engine,
+        precision=args.precision,
         threads=args.threads,
         batch_size=args.batch_size,
         decode=DecodeOptions(exif_orientation=args.exif_orientation, sixteen_bit=args.sixteen_bit,
@@ -204,7 +215,10 @@ def _run(args) -> int:
         trt_fp16=not args.trt_fp32,
     )
     m = clf.contract.model
-    info(f"model {model} ({m.arch} {m.precision}) on {clf.provider}")
+    info(f"model {model} ({m.arch} {m.precision}) on {clf.runner.engine} ({clf.provider_short}), "
+         f"computing in {clf.runner.precision}")
+    if args.engine == "auto" and not args.quiet:
+        info(f"engine: {clf.engine_choice.engine} ({clf.engine_choice.reason})")
     if clf.cache_status == "stored":
         info("saved the optimised graph for this CPU; later runs start faster")
     if clf.cache_warning:
@@ -238,7 +252,8 @@ def _run(args) -> int:
         if skipped:
             info(f"{skipped} input(s) already in {args.output}: skipped")
 
-    extra = {"provider": clf.provider, "model_sha256": clf.model_sha256}
+    extra = {"engine": clf.runner.engine, "provider": clf.provider, "precision": clf.runner.precision,
+             "model_sha256": clf.model_sha256}
     failed = done = 0
     several = len(inputs) > 1
     first = True

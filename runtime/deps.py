@@ -49,3 +49,12 @@ def onnxruntime():
     except ImportError as exc:
         raise EdgeClassifyError(f"ONNX Runtime is not installed ({exc})", hint=_INSTALL_HINT) from None
     return _ort
+
+
+def openvino():
+    try:
+        import openvino as _ov
+    except ImportError as exc:
+        raise EdgeClassifyError(f"OpenVINO is not installed ({exc})",
+                                hint="pip install 'edge-classify[openvino]' (installs beside onnxruntime)") from None
+    return _ov

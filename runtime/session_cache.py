@@ -50,10 +50,10 @@ from .paths import home
 
 FORMAT = "2"  # bump when the key or the entry layout changes
 DEFAULT_MAX_MB = 1024
-_ENTRY = re.compile(r"^[0-9a-f]{40}\.onnx$")
-_PARTIAL = re.compile(r"^\.([0-9a-f]{40})(?:\.sha256)?\.(\d+)\.[0-9a-f]+\.partial$")
+_ENTRY = re.compile(r"^[0-9a-f]{40}\.(?:onnx|ovblob)$")  # ORT graphs, OpenVINO compiled blobs
+_PARTIAL = re.compile(r"^\.([0-9a-f]{40})(?:\.(?:sha256|engine|ovblob))?\.(\d+)\.[0-9a-f]+\.partial$")
 _LEGACY = re.compile(r"^.+-[0-9a-f]{20}\.onnx$")  # format 1: <stem>-<path/mtime key>.onnx
-_MEMO = re.compile(r"^[0-9a-f]{40}\.sha256$")
+_RECORD = re.compile(r"^[0-9a-f]{40}\.(?:sha256|engine)$")  # small text records, not evicted by size
 _STABLE_S = 2.0  # a model younger than this (by ctime) gets no digest memo
 _MAX_MEMOS = 1000
 _POSIX = os.name == "posix"
@@ -167,11 +167,11 @@ class CacheDir:
     def _child(self, name: str) -> str:
         return fd_path(self.fd, str(self.path)) + "/" + name
 
-    def lookup(self, key: str) -> tuple[int, str] | None:
+    def lookup(self, key: str, suffix: str = ".onnx") -> tuple[int, str] | None:
         """(open descriptor, path that loads it) for a trusted entry, or None."""
         try:
             # Non-blocking: a FIFO planted under an entry's name must not hang the open.
-            fd = os.open(f"{key}.onnx", os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
+            fd = os.open(f"{key}{suffix}", os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
                          dir_fd=self.fd)
         except OSError:  # absent, or a symlink (ELOOP): a miss either way
             return None
@@ -183,7 +183,7 @@ class CacheDir:
             os.utime(fd)  # last use, for eviction
         except OSError:
             pass
-        return fd, fd_path(fd, str(self.path / f"{key}.onnx"))
+        return fd, fd_path(fd, str(self.path / f"{key}{suffix}"))
 
     def reserve(self, key: str) -> tuple[str, str]:
         """(temporary name, path for ONNX Runtime's ``optimized_model_filepath``)."""
@@ -191,7 +191,41 @@ class CacheDir:
         tmp = f".{key}.{os.getpid()}.{secrets.token_hex(6)}.partial"
         return tmp, self._child(tmp)
 
-    def commit(self, tmp: str, key: str) -> bool:
+    def read(self, key: str, suffix: str) -> bytes | None:
+        """A trusted entry's bytes, or None."""
+        hit = self.lookup(key, suffix)
+        if hit is None:
+            return None
+        fd = hit[0]
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 22)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def store(self, key: str, suffix: str, data: bytes) -> bool:
+        """Write an entry whole (temporary name, then an atomic rename), or not at all."""
+        tmp, _ = self.reserve(key)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=self.fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError:
+            self.discard(tmp)
+            return False
+        return self.commit(tmp, key, suffix)
+
+    def commit(self, tmp: str, key: str, suffix: str = ".onnx") -> bool:
         """Move a finished entry into place (atomically) and evict down to the size cap."""
         if _POSIX:
             try:
@@ -203,11 +237,11 @@ class CacheDir:
             if size > max_bytes():  # could never fit: do not evict everything else for it
                 self.discard(tmp)
                 return False
-            os.replace(tmp, f"{key}.onnx", src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            os.replace(tmp, f"{key}{suffix}", src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError:
             self.discard(tmp)
             return False
-        self.evict(keep=f"{key}.onnx")
+        self.evict(keep=f"{key}{suffix}")
         return True
 
     def discard(self, tmp: str) -> None:
@@ -223,39 +257,46 @@ class CacheDir:
         return hashlib.sha256(ident.encode()).hexdigest()[:40] + ".sha256"
 
     def remembered_digest(self, st: os.stat_result) -> str | None:
-        try:
-            fd = os.open(self._memo_name(st), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0),
-                         dir_fd=self.fd)
-        except OSError:
-            return None
-        try:
-            mst = os.fstat(fd)
-            if not stat.S_ISREG(mst.st_mode) or untrusted_reason(mst):
-                return None
-            text = os.read(fd, 128).decode("ascii", "replace").strip()
-        finally:
-            os.close(fd)
-        return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+        text = self.read_record(self._memo_name(st))
+        return text if text and re.fullmatch(r"[0-9a-f]{64}", text) else None
 
     def remember_digest(self, st: os.stat_result, digest: str) -> None:
         if time.time() - st.st_ctime < _STABLE_S:
             return  # might still be being written: hash it again next time
-        name = self._memo_name(st)
+        self.write_record(self._memo_name(st), digest)
+
+    # --- small text records (digest memos, engine choices), capped by count ---------------
+    def read_record(self, name: str, limit: int = 65536) -> str | None:
+        try:
+            fd = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0), dir_fd=self.fd)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or untrusted_reason(st):
+                return None
+            return os.read(fd, limit).decode("utf-8", "replace").strip()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def write_record(self, name: str, text: str) -> None:
         tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.partial"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=self.fd)
             try:
-                os.write(fd, digest.encode("ascii"))
+                os.write(fd, text.encode("utf-8"))
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError:
             self.discard(tmp)
             return
-        memos = [n for n in os.listdir(self.fd) if _MEMO.match(n)]
-        if len(memos) > _MAX_MEMOS:  # models come and go: keep the newest memos
-            ages = sorted((os.stat(n, dir_fd=self.fd, follow_symlinks=False).st_mtime, n) for n in memos)
-            for _, old in ages[: len(memos) - _MAX_MEMOS]:
+        records = [n for n in os.listdir(self.fd) if _RECORD.match(n)]
+        if len(records) > _MAX_MEMOS:  # models come and go: keep the newest records
+            ages = sorted((os.stat(n, dir_fd=self.fd, follow_symlinks=False).st_mtime, n) for n in records)
+            for _, old in ages[: len(records) - _MAX_MEMOS]:
                 self.discard(old)
 
     def _entries(self) -> list[tuple[float, int, str]]:

@@ -1,0 +1,231 @@
+"""Engine policy: which inference engine runs a model, and in which precision.
+
+Pure functions over injected facts (installed engines, ONNX Runtime's providers, whether
+the CPU has BF16), so the policy is tested without the hardware.
+
+``--engine auto``:
+
+1. An explicit ONNX Runtime provider (``--provider cpu|cuda|tensorrt|openvino``), or an
+   available GPU provider (TensorRT, CUDA), means ONNX Runtime.
+2. With one engine installed, that one.
+3. With both, the faster **measured on this machine**: the first run of a model times
+   both engines (batch 1 and a small batch, alternating, a few seconds once) and stores
+   the choice in the cache home, keyed by the model's sha256, the CPU (model name and
+   flags), both engines' versions and the precision request. A new model, CPU or engine
+   version measures again. Where nothing can be stored (``EDGE_CLASSIFY_NO_CACHE=1``, an
+   untrusted cache folder) it uses the prior below instead of measuring on every run.
+
+The prior, from measurements on the two machine kinds (ResNet50, 2 cores): INT8 files
+run faster on OpenVINO (AMD EPYC AVX2: 22.1 vs 23.8 ms batch 1; Xeon AMX: 5.9 vs 11.7 ms);
+FP32/FP16 files tie on AVX2 (43.6 vs 44.1 ms) and on AVX-512 (30.5 vs 32.9 ms), so ONNX
+Runtime (faster to start with its graph cache) unless BF16 is allowed, which only
+OpenVINO runs.
+
+**BF16 is never a silent substitute** (``compute_precision``): OpenVINO computes FP32 by
+default here; BF16 runs when asked for (``--precision bf16``) or, with ``auto``, only on a
+CPU with native BF16 and only for a model whose export measured BF16's top-1 agreement
+with FP32 and found it at or above the bar (``parity["bf16"]`` in the contract).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
+
+ENGINES = ("onnxruntime", "openvino")
+CHOICES = ("auto",) + ENGINES
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_BAR = 0.99  # top-1 agreement with FP32 on held-out photos, as for FP16 and INT8
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+_INSTALL = {
+    "onnxruntime": "pip install 'edge-classify[cpu]' (or [gpu] for CUDA/TensorRT)",
+    "openvino": "pip install 'edge-classify[openvino]' (the OpenVINO runtime, beside onnxruntime)",
+}
+
+
+@dataclass
+class EngineChoice:
+    engine: str
+    reason: str
+    measured: dict = field(default_factory=dict)  # engine -> {"batch1_ms": .., "batchN_ms_per_image": .., "n": ..}
+
+
+def installed() -> list[str]:
+    """Engines importable here, found without importing them (an import costs cold-start time)."""
+    return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
+
+
+def check_requested(requested: str, available: list[str], provider: str) -> str:
+    requested = (requested or "auto").lower()
+    if requested not in CHOICES:
+        raise EdgeClassifyError(f"unknown engine {requested!r}", hint=f"choose one of: {', '.join(CHOICES)}",
+                                exit_code=EXIT_USAGE)
+    if requested != "auto" and requested not in available:
+        raise EdgeClassifyError(
+            f"engine {requested!r} is not installed",
+            hint=f"installed: {', '.join(available) or 'none'}; to add it: {_INSTALL[requested]}",
+            exit_code=EXIT_MODEL)
+    if requested == "openvino" and (provider or "auto") not in ("auto", "cpu"):
+        raise EdgeClassifyError(
+            f"--provider {provider} is an ONNX Runtime provider; the openvino engine has its own devices",
+            hint="use --engine onnxruntime with --provider, or --engine openvino alone", exit_code=EXIT_USAGE)
+    if not available:
+        raise EdgeClassifyError("no inference engine is installed", hint=_INSTALL["onnxruntime"])
+    return requested
+
+
+def decide_without_measuring(requested: str, available: list[str], provider: str,
+                             ort_providers: list[str]) -> EngineChoice | None:
+    """The engine when the policy needs no measurement (steps 1-2 above), else None."""
+    if requested != "auto":
+        return EngineChoice(requested, f"--engine {requested}")
+    if (provider or "auto") != "auto":
+        return EngineChoice("onnxruntime", f"--provider {provider} is an ONNX Runtime provider")
+    if "onnxruntime" in available and any(p in ort_providers for p in GPU_PROVIDERS):
+        return EngineChoice("onnxruntime", "a GPU provider is available to ONNX Runtime")
+    if len(available) == 1:
+        return EngineChoice(available[0], f"the only engine installed ({available[0]})")
+    return None
+
+
+def prior(file_precision: str, bf16: bool) -> EngineChoice:
+    if bf16:
+        return EngineChoice("openvino", "prior: BF16 is allowed for this model and only OpenVINO runs it")
+    if file_precision == "int8":
+        return EngineChoice("openvino", "prior: INT8 files run faster on OpenVINO on the x86 CPUs measured")
+    return EngineChoice("onnxruntime", "prior: FP32/FP16 run at the same speed on both engines; "
+                                       "ONNX Runtime starts faster")
+
+
+def pick(measured: dict) -> EngineChoice:
+    """The engine with the lower geometric mean of per-image time at batch 1 and batch N."""
+    def score(m):
+        return (m["batch1_ms"] * m["batchN_ms_per_image"]) ** 0.5
+
+    best = min(sorted(measured), key=lambda e: score(measured[e]))
+    text = ", ".join(f"{e} {m['batch1_ms']:.1f} ms (batch 1), {m['batchN_ms_per_image']:.1f} ms/image "
+                     f"(batch {m['n']})" for e, m in sorted(measured.items()))
+    return EngineChoice(best, f"measured on this machine: {text}", measured)
+
+
+def compute_precision(requested: str, engine: str, file_precision: str, hw_bf16: bool,
+                      bf16_fidelity: dict | None) -> tuple[str, str]:
+    """("fp32" | "bf16", why) for the arithmetic of a float model; INT8 files keep f32 for
+    their non-quantized parts (OpenVINO would otherwise use bf16 there on AMX CPUs)."""
+    requested = (requested or "auto").lower()
+    if requested not in PRECISIONS:
+        raise EdgeClassifyError(f"unknown precision {requested!r}", hint=f"choose one of: {', '.join(PRECISIONS)}",
+                                exit_code=EXIT_USAGE)
+    if requested == "fp32":
+        return "fp32", "--precision fp32"
+    if requested == "bf16":
+        if engine != "openvino":
+            raise EdgeClassifyError("--precision bf16 runs on the openvino engine only",
+                                    hint="add --engine openvino (pip install 'edge-classify[openvino]')",
+                                    exit_code=EXIT_USAGE)
+        if not hw_bf16:
+            raise EdgeClassifyError("this CPU has no native BF16 (AMX-BF16 or AVX512-BF16)",
+                                    hint="use --precision fp32 or auto", exit_code=EXIT_MODEL)
+        if file_precision != "fp32":
+            raise EdgeClassifyError(f"--precision bf16 needs the FP32 model, not the {file_precision} one",
+                                    exit_code=EXIT_USAGE)
+        return "bf16", "--precision bf16"
+    agreement = (bf16_fidelity or {}).get("top1_agreement")
+    if engine != "openvino" or file_precision != "fp32" or not hw_bf16:
+        return "fp32", "BF16 not applicable (needs the openvino engine, an FP32 model and a CPU with BF16)"
+    if not isinstance(agreement, (int, float)):
+        return "fp32", "no BF16 fidelity figure in the model (export it with --bf16 on a BF16 CPU)"
+    bar = (bf16_fidelity or {}).get("bar", BF16_BAR)
+    if agreement < max(bar, BF16_BAR):
+        return "fp32", f"BF16 top-1 agreement {agreement:.3f} is below {max(bar, BF16_BAR)}"
+    return "bf16", f"BF16 top-1 agreement with FP32 {agreement:.3f} >= {max(bar, BF16_BAR)} (measured at export)"
+
+
+# --- the measured choice, remembered per machine --------------------------------------
+def cpu_signature() -> str:
+    model, flags = platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model") and model == platform.machine():
+                    model = val.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = " ".join(sorted(val.split()))
+    except OSError:
+        pass
+    return f"{model}|{flags}"
+
+
+def engine_versions(available: list[str]) -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for e in available:
+        for dist in ((e,) if e == "openvino" else ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino")):
+            try:
+                out[e] = md.version(dist)
+                break
+            except md.PackageNotFoundError:
+                continue
+    return out
+
+
+def choice_key(model_sha256: str, cpu: str, versions: dict[str, str], precision_request: str,
+               threads: int | None) -> str:
+    text = json.dumps([1, model_sha256, cpu, sorted(versions.items()), precision_request, threads or 0])
+    return hashlib.sha256(text.encode()).hexdigest()[:40] + ".engine"
+
+
+def load_choice(cache, key: str) -> EngineChoice | None:
+    text = cache.read_record(key) if cache is not None else None
+    try:
+        data = json.loads(text) if text else None
+        if data and data.get("engine") in ENGINES:
+            return EngineChoice(data["engine"], "measured on this machine earlier: " + data.get("reason", ""),
+                                data.get("measured", {}))
+    except (ValueError, AttributeError):
+        pass
+    return None
+
+
+def save_choice(cache, key: str, choice: EngineChoice) -> None:
+    if cache is not None:
+        reason = choice.reason.split(": ", 1)[-1]
+        cache.write_record(key, json.dumps({"engine": choice.engine, "reason": reason,
+                                            "measured": choice.measured, "created": time.time()}))
+
+
+def measure(runners: dict, sample: np.ndarray, batch: int, rounds: int = 7) -> dict:
+    """Per-image time of each runner at batch 1 and at ``batch``, alternating (ABAB, BABA)
+    so drift lands on both. ``sample``: one preprocessed image, shape (1, ...)."""
+    x1 = sample
+    xn = np.repeat(sample, batch, axis=0)
+    for r in runners.values():  # warm-up: first runs allocate and, for OpenVINO, compile
+        r.run(x1)
+        r.run(xn)
+    names = list(runners)
+    t1 = {n: [] for n in names}
+    tn = {n: [] for n in names}
+    for i in range(rounds):
+        for n in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            runners[n].run(x1)
+            t1[n].append(time.perf_counter() - t0)
+    for i in range(max(2, rounds // 3)):
+        for n in names if i % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            runners[n].run(xn)
+            tn[n].append((time.perf_counter() - t0) / batch)
+    return {n: {"batch1_ms": statistics.median(t1[n]) * 1e3, "batchN_ms_per_image": statistics.median(tn[n]) * 1e3,
+                "n": batch} for n in names}
