@@ -250,9 +250,15 @@ class Classifier:
         CPU and engine versions (measured now and remembered), or the prior without a cache."""
         if (self._precision_request or "").lower() == "bf16":
             return engines.EngineChoice("openvino", "--precision bf16 runs on OpenVINO only")
+        m = self.contract.model
+        barred = {e: why for e in engines.ENGINES if (why := engines.unverified(e, m.precision, self.contract.parity))}
+        if len(barred) == 1:
+            (other, why), = barred.items()
+            keep = next(e for e in engines.ENGINES if e != other)
+            return engines.EngineChoice(keep, f"{other} not considered: {why}")
         bf16_ok = self._compute("openvino") == "bf16"
-        if cache is None or self.contract.model.batch:
-            return engines.prior(self.contract.model.precision, bf16_ok)
+        if cache is None or m.batch:
+            return engines.prior(m.precision, bf16_ok)
         key = engines.choice_key(self.model_sha256, engines.cpu_signature(), engines.engine_versions(installed),
                                  self._precision_request, self._threads)
         known = engines.load_choice(cache, key)

@@ -215,7 +215,7 @@ def _run(args) -> int:
         trt_fp16=not args.trt_fp32,
     )
     m = clf.contract.model
-    info(f"model {model} ({m.arch} {m.precision}) on {clf.runner.engine} ({clf.provider_short}), "
+    info(f"model {model} ({m.arch} {m.precision}) on {clf.runner.engine} ({clf.runner.device}), "
          f"computing in {clf.runner.precision}")
     if args.engine == "auto" and not args.quiet:
         info(f"engine: {clf.engine_choice.engine} ({clf.engine_choice.reason})")

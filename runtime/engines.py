@@ -15,6 +15,10 @@ the CPU has BF16), so the policy is tested without the hardware.
    version measures again. Where nothing can be stored (``EDGE_CLASSIFY_NO_CACHE=1``, an
    untrusted cache folder) it uses the prior below instead of measuring on every run.
 
+An INT8 file is a candidate on an engine only with that engine's own fidelity figure
+(``unverified``): engines quantize differently, and the export's gate describes the engine
+it measured.
+
 The prior, from measurements on the two machine kinds (ResNet50, 2 cores): INT8 files
 run faster on OpenVINO (AMD EPYC AVX2: 22.1 vs 23.8 ms batch 1; Xeon AMX: 5.9 vs 11.7 ms);
 FP32/FP16 files tie on AVX2 (43.6 vs 44.1 ms) and on AVX-512 (30.5 vs 32.9 ms), so ONNX
@@ -97,10 +101,34 @@ def decide_without_measuring(requested: str, available: list[str], provider: str
     return None
 
 
-def prior(file_precision: str, bf16: bool) -> EngineChoice:
+def unverified(engine: str, file_precision: str, parity: dict | None) -> str | None:
+    """Why ``auto`` may not run this quantized model on ``engine``, or None.
+
+    An INT8 file's fidelity figure was measured on one engine (ONNX Runtime, unless the
+    figure names another), and engines quantize differently: on the stand-in ResNet50 the
+    same QDQ file agreed with FP32 on 67% of photos under ONNX Runtime and 58% under
+    OpenVINO. So another engine is a candidate only with its own figure, within one point
+    of the measured one and at or above the export's bar. Naming the engine still runs it.
+    """
+    parity = parity or {}
+    if file_precision != "int8" or engine == parity.get("engine", "onnxruntime"):
+        return None
+    figure = (parity.get("engines") or {}).get(engine) or {}
+    got = figure.get("top1_agreement")
+    if not isinstance(got, (int, float)):
+        return f"the model has no INT8 fidelity figure for {engine} (export it with {engine} installed)"
+    ref = parity.get("top1_agreement")
+    need = max([x for x in (parity.get("min_agreement"), (ref - 0.01) if isinstance(ref, (int, float)) else None)
+                if isinstance(x, (int, float))] or [0.0])
+    if got < need:
+        return f"{engine}'s INT8 top-1 agreement with FP32 is {got:.3f}, below {need:.3f}"
+    return None
+
+
+def prior(file_precision: str, bf16: bool, int8_on_openvino: bool = True) -> EngineChoice:
     if bf16:
         return EngineChoice("openvino", "prior: BF16 is allowed for this model and only OpenVINO runs it")
-    if file_precision == "int8":
+    if file_precision == "int8" and int8_on_openvino:
         return EngineChoice("openvino", "prior: INT8 files run faster on OpenVINO on the x86 CPUs measured")
     return EngineChoice("onnxruntime", "prior: FP32/FP16 run at the same speed on both engines; "
                                        "ONNX Runtime starts faster")

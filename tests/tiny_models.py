@@ -17,7 +17,8 @@ import numpy as np
 
 def make(path: Path, *, classes: int = 5, seed: int = 0, nan_for_dark: bool = False, input_name: str = "input",
          graph_input_size=(224, 224), contract_input_size=(224, 224), labels: int | None = None,
-         contract_input_name: str | None = None, output_name: str = "probabilities") -> Path:
+         contract_input_name: str | None = None, output_name: str = "probabilities",
+         parity: dict | None = None) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -49,7 +50,7 @@ def make(path: Path, *, classes: int = 5, seed: int = 0, nan_for_dark: bool = Fa
     label_set = LabelSet(tuple(f"class_{i}" for i in range(n_labels)), (None,) * n_labels, "tiny")
     info = ModelInfo("tiny", "fp32", contract_input_name or input_name, output_name, "probabilities", n_labels, None)
     contract = ModelContract(PreprocessSpec.keras("caffe", contract_input_size), label_set, info,
-                             {"weights": {"origin": "file"}})
+                             {"weights": {"origin": "file"}}, parity)
     attach_contract(model, contract)
     onnx.save(model, str(path))
     return path

@@ -1,0 +1,309 @@
+"""The runner seam and the engine policy: which engine runs, in which precision, and
+whether the OpenVINO runner computes what the ONNX Runtime runner computes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tiny_models
+from edge_classify.runtime import Classifier, engines, onnx_meta
+from edge_classify.runtime.errors import EdgeClassifyError
+
+BOTH = ["onnxruntime", "openvino"]
+PASSING_BF16 = {"bf16": {"top1_agreement": 1.0, "bar": 0.99, "images": 8, "passed": True}}
+
+# Tolerances between the two engines on the same file, max |probability difference| over
+# the test photos (stand-in ResNet50). Measured here (2-core AMD EPYC, onnxruntime 1.32,
+# openvino 2026.4): FP32 3e-7; FP16 file 3.1e-3 (ONNX Runtime keeps parts of the FP16 graph
+# in half precision, OpenVINO computes it in f32 here; export's FP16 gate is 5e-2). INT8
+# kernels differ between engines (requantization rounding), so INT8 is held to the same
+# top-1 on every photo and a looser probability bound. BF16 (8-bit mantissa) is held to
+# the same top-1 and 0.05; it runs only on CPUs with native BF16.
+TOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1, "bf16": 0.05}
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tiny_models.make(tmp_path / "tiny.onnx")
+
+
+# --- policy: pure functions over injected facts ---------------------------------------
+def test_unknown_engine_is_a_usage_error():
+    with pytest.raises(EdgeClassifyError) as e:
+        engines.check_requested("tensorflow", BOTH, "auto")
+    assert e.value.exit_code == 2 and "onnxruntime" in e.value.hint
+
+
+def test_naming_an_engine_that_is_not_installed_lists_what_is(tiny):
+    with pytest.raises(EdgeClassifyError) as e:
+        Classifier(tiny, engine="openvino", available_engines=["onnxruntime"])
+    assert e.value.exit_code == 3
+    assert "not installed" in e.value.message and "installed: onnxruntime" in e.value.hint
+    assert "edge-classify[openvino]" in e.value.hint
+
+
+def test_an_onnxruntime_provider_with_the_openvino_engine_is_refused():
+    with pytest.raises(EdgeClassifyError) as e:
+        engines.check_requested("openvino", BOTH, "cuda")
+    assert e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("requested,available,provider,ort_providers,want", [
+    ("openvino", BOTH, "auto", ["CPUExecutionProvider"], "openvino"),
+    ("onnxruntime", BOTH, "auto", ["CPUExecutionProvider"], "onnxruntime"),
+    ("auto", BOTH, "cpu", ["CPUExecutionProvider"], "onnxruntime"),  # a provider is ONNX Runtime's
+    ("auto", BOTH, "auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+     "onnxruntime"),  # a GPU: ONNX Runtime
+    ("auto", BOTH, "auto", ["CUDAExecutionProvider", "CPUExecutionProvider"], "onnxruntime"),
+    ("auto", ["openvino"], "auto", [], "openvino"),
+    ("auto", ["onnxruntime"], "auto", ["CPUExecutionProvider"], "onnxruntime"),
+    ("auto", BOTH, "auto", ["CPUExecutionProvider"], None),  # measured
+    ("auto", BOTH, "auto", ["OpenVINOExecutionProvider", "CPUExecutionProvider"], None),
+])
+def test_auto_policy_without_measuring(requested, available, provider, ort_providers, want):
+    choice = engines.decide_without_measuring(requested, available, provider, ort_providers)
+    assert (choice.engine if choice else None) == want
+    if choice:
+        assert choice.reason
+
+
+def test_pick_takes_the_lower_geometric_mean_of_batch_1_and_batch_n():
+    measured = {"onnxruntime": {"batch1_ms": 24.0, "batchN_ms_per_image": 22.0, "n": 8},
+                "openvino": {"batch1_ms": 22.0, "batchN_ms_per_image": 21.0, "n": 8}}
+    assert engines.pick(measured).engine == "openvino"
+    measured["openvino"]["batchN_ms_per_image"] = 30.0  # faster alone, much slower in batches
+    choice = engines.pick(measured)
+    assert choice.engine == "onnxruntime" and "24.0 ms" in choice.reason
+
+
+def test_prior_is_used_only_for_its_cases():
+    assert engines.prior("int8", False).engine == "openvino"
+    assert engines.prior("fp32", False).engine == "onnxruntime"
+    assert engines.prior("fp32", True).engine == "openvino"
+
+
+# --- BF16: never chosen without its fidelity figure -----------------------------------
+@pytest.mark.parametrize("engine,precision,hw,fidelity,want", [
+    ("openvino", "fp32", True, None, "fp32"),  # no figure: FP32, even on a BF16 CPU
+    ("openvino", "fp32", True, {"top1_agreement": 0.97, "bar": 0.99}, "fp32"),  # failed its gate
+    ("openvino", "fp32", True, {"top1_agreement": 0.995, "bar": 0.9}, "bf16"),
+    ("openvino", "fp32", True, {"top1_agreement": 0.985, "bar": 0.9}, "fp32"),  # a bar below 0.99 does not count
+    ("openvino", "fp32", False, {"top1_agreement": 1.0, "bar": 0.99}, "fp32"),  # no BF16 in this CPU
+    ("onnxruntime", "fp32", True, {"top1_agreement": 1.0, "bar": 0.99}, "fp32"),  # ORT has no BF16 path here
+    ("openvino", "int8", True, {"top1_agreement": 1.0, "bar": 0.99}, "fp32"),
+    ("openvino", "fp16", True, {"top1_agreement": 1.0, "bar": 0.99}, "fp32"),
+])
+def test_auto_precision_needs_a_passing_bf16_figure(engine, precision, hw, fidelity, want):
+    got, why = engines.compute_precision("auto", engine, precision, hw, fidelity)
+    assert got == want and why
+    if want == "bf16":
+        assert "0.995" in why  # the report can quote the evidence
+
+
+def test_explicit_bf16_fails_clearly_where_it_cannot_run():
+    with pytest.raises(EdgeClassifyError, match="openvino engine only"):
+        engines.compute_precision("bf16", "onnxruntime", "fp32", True, None)
+    with pytest.raises(EdgeClassifyError, match="no native BF16"):
+        engines.compute_precision("bf16", "openvino", "fp32", False, None)
+    assert engines.compute_precision("bf16", "openvino", "fp32", True, None)[0] == "bf16"
+    assert engines.compute_precision("fp32", "openvino", "fp32", True, PASSING_BF16["bf16"])[0] == "fp32"
+
+
+def test_classifier_on_a_bf16_cpu_without_a_figure_stays_fp32(tmp_path):
+    clf = Classifier(tiny_models.make(tmp_path / "t.onnx"), engine="openvino", hardware_bf16=True)
+    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.precision_reason
+
+
+def test_classifier_chooses_bf16_on_evidence_and_reports_what_ran(tmp_path):
+    model = tiny_models.make(tmp_path / "t.onnx", parity=PASSING_BF16)
+    clf = Classifier(model, engine="openvino", hardware_bf16=True)
+    assert "agreement" in clf.precision_reason
+    # What ran is what OpenVINO reports: bf16 on a BF16 CPU; this injected "BF16 CPU" may
+    # really be one without it, where OpenVINO computes f32 and the runner says so.
+    assert clf.runner.precision in ("bf16", "fp32")
+    assert Classifier(model, engine="openvino", hardware_bf16=False).runner.precision == "fp32"
+
+
+# --- the measured choice, remembered per machine --------------------------------------
+def test_choice_key_changes_with_model_cpu_engine_versions_and_request():
+    base = dict(model_sha256="a" * 64, cpu="AMD EPYC|avx2 fma", versions={"onnxruntime": "1.32.0",
+                                                                           "openvino": "2026.4.1"},
+                precision_request="auto", threads=None)
+    key = engines.choice_key(**base)
+    for change in ({"model_sha256": "b" * 64}, {"cpu": "Intel Xeon|avx512f amx_int8"},
+                   {"versions": {"onnxruntime": "1.33.0", "openvino": "2026.4.1"}},
+                   {"versions": {"onnxruntime": "1.32.0", "openvino": "2027.0.0"}},
+                   {"precision_request": "fp32"}, {"threads": 1}):
+        assert engines.choice_key(**{**base, **change}) != key, change
+    assert engines.choice_key(**base) == key
+
+
+def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    model = tiny_models.make(tmp_path / "m.onnx", seed=3)
+    first = Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
+    assert first.engine_choice.reason.startswith("measured now")
+    assert set(first.engine_choice.measured) == set(BOTH)
+    assert first.runner.engine == first.engine_choice.engine
+    second = Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
+    assert second.engine_choice.reason.startswith("measured on this machine earlier")
+    assert second.engine_choice.engine == first.engine_choice.engine
+    assert np.allclose(first.run(np.zeros((2, 224, 224, 3), np.float32)),
+                       second.run(np.zeros((2, 224, 224, 3), np.float32)), atol=1e-5)
+
+    # A record that is not ours (or not sane) is never trusted: measured again.
+    records = list((tmp_path / "home" / "ort-cache").glob("*.engine"))
+    assert len(records) == 1
+    records[0].write_text(json.dumps({"engine": "tensorflow"}))
+    third = Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
+    assert third.engine_choice.reason.startswith("measured now")
+
+    # Another model: another key, measured again.
+    other = Classifier(tiny_models.make(tmp_path / "o.onnx", seed=4), engine="auto", available_engines=BOTH,
+                       available_providers=["CPUExecutionProvider"])
+    assert other.engine_choice.reason.startswith("measured now")
+
+
+def test_auto_without_a_cache_uses_the_prior_instead_of_measuring_every_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
+    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
+                     available_providers=["CPUExecutionProvider"])
+    assert clf.engine_choice.reason.startswith("prior") and clf.engine_choice.engine == "onnxruntime"
+
+
+# --- the OpenVINO runner computes what the ONNX Runtime runner computes ---------------
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_openvino_runner_matches_onnxruntime_runner(exported, photos, precision):
+    ort = Classifier(exported[precision], engine="onnxruntime", providers="cpu")
+    ov = Classifier(exported[precision], engine="openvino")
+    assert (ort.runner.engine, ov.runner.engine) == ("onnxruntime", "openvino")
+    assert ov.runner.precision == precision == ort.runner.precision
+    p_ort, p_ov = ort.predict(photos), ov.predict(photos)
+    top1 = p_ort.argmax(1)
+    assert len(set(top1.tolist())) > 1  # the stand-in tells photos apart: top-1 means something
+    assert np.array_equal(top1, p_ov.argmax(1))
+    assert float(np.abs(p_ort - p_ov).max()) <= TOL[precision]
+
+
+def _quantized_tiny(tmp_path):
+    """The tiny classifier in QDQ INT8 (ONNX Runtime's quantizer, 16 random calibration inputs):
+    simple enough that INT8 keeps its predictions, so the two engines must agree."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    fp32 = tiny_models.make(tmp_path / "fp32.onnx", classes=7, seed=5)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.items = iter([{"input": rng.uniform(-120, 150, (1, 224, 224, 3)).astype(np.float32)}
+                               for _ in range(16)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    out = tmp_path / "int8.onnx"
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return fp32, out
+
+
+def test_openvino_runner_matches_onnxruntime_runner_int8(tmp_path, photos):
+    fp32, int8 = _quantized_tiny(tmp_path)
+    ort = Classifier(int8, engine="onnxruntime", providers="cpu")
+    ov = Classifier(int8, engine="openvino")
+    p_ort, p_ov = ort.predict(photos), ov.predict(photos)
+    assert len(set(p_ort.argmax(1).tolist())) > 1
+    assert np.array_equal(p_ort.argmax(1), p_ov.argmax(1))
+    assert float(np.abs(p_ort - p_ov).max()) <= TOL["int8"]
+
+
+def test_int8_stand_in_agrees_with_fp32_about_as_well_on_either_engine(exported, photos):
+    """The stand-in's INT8 is poor on both engines (near ties), and they differ on which photos:
+    the reason ``auto`` needs each engine's own INT8 figure (engines.unverified)."""
+    ref = Classifier(exported["fp32"], engine="onnxruntime", providers="cpu").predict(photos).argmax(1)
+    agree = {e: float((Classifier(exported["int8"], engine=e).predict(photos).argmax(1) == ref).mean())
+             for e in BOTH}
+    assert abs(agree["onnxruntime"] - agree["openvino"]) <= 0.2, agree
+
+
+def test_auto_runs_int8_on_another_engine_only_with_its_own_figure(exported):
+    clf = Classifier(exported["int8"], engine="auto", available_engines=BOTH,
+                     available_providers=["CPUExecutionProvider"])
+    assert clf.runner.engine == "onnxruntime"
+    assert "openvino not considered" in clf.engine_choice.reason and "fidelity figure" in clf.engine_choice.reason
+    base = {"top1_agreement": 0.99, "min_agreement": None}
+    assert engines.unverified("onnxruntime", "int8", base) is None
+    assert "no INT8 fidelity figure" in engines.unverified("openvino", "int8", base)
+    assert engines.unverified("openvino", "int8", {**base, "engines": {"openvino": {"top1_agreement": 0.985}}}) is None
+    assert "below" in engines.unverified("openvino", "int8", {**base, "engines": {"openvino": {"top1_agreement": 0.97}}})
+    assert "below" in engines.unverified("openvino", "int8", {"top1_agreement": 0.9, "min_agreement": 0.95,
+                                                             "engines": {"openvino": {"top1_agreement": 0.93}}})
+    assert engines.unverified("openvino", "fp32", base) is None  # float files: engines agree to 1e-4 (above)
+
+
+@pytest.mark.bf16
+def test_bf16_runner_stays_within_its_tolerance(exported, photos):
+    from edge_classify.runtime.openvino_runner import hardware_bf16
+
+    import openvino
+
+    if not hardware_bf16(openvino):
+        pytest.skip("this CPU has no native BF16 (AMX-BF16 / AVX512-BF16)")
+    ref = Classifier(exported["fp32"], engine="onnxruntime", providers="cpu").predict(photos)
+    bf16 = Classifier(exported["fp32"], engine="openvino", precision="bf16")
+    assert bf16.runner.precision == "bf16"
+    p = bf16.predict(photos)
+    assert np.array_equal(ref.argmax(1), p.argmax(1)) and float(np.abs(ref - p).max()) <= TOL["bf16"]
+
+
+def test_openvino_runner_batches_and_pads_like_single_runs(tiny):
+    clf = Classifier(tiny, engine="openvino", batch_size=8)
+    x = np.random.default_rng(0).uniform(-120, 150, (11, 224, 224, 3)).astype(np.float32)
+    singles = np.concatenate([clf.run(x[i : i + 1]) for i in range(len(x))])
+    for n in (8, 5, 3, 11):  # 5 and 3 reuse a compiled size with padding or get their own
+        assert np.allclose(clf.run(x[:n]), singles[:n], atol=1e-6), n
+
+
+def test_openvino_compiled_blob_is_cached_by_content(tmp_path, monkeypatch, photos):
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    model = tiny_models.make(tmp_path / "m.onnx", seed=1)
+    first = Classifier(model, engine="openvino")
+    assert first.cache_status == "stored"
+    want = first.predict(photos[:4])
+    again = Classifier(model, engine="openvino")
+    assert again.cache_status == "hit" and np.array_equal(again.predict(photos[:4]), want)
+    # Same path, same size, other weights: a new key, never the old blob.
+    st = os.stat(model)
+    tiny_models.make(model, seed=2)
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    swapped = Classifier(model, engine="openvino")
+    assert swapped.cache_status == "stored"
+    assert not np.array_equal(swapped.predict(photos[:4]), want)
+
+
+def test_contract_is_read_without_any_engine(exported, tmp_path):
+    import onnx
+
+    for precision, path in exported.items():
+        want = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        assert onnx_meta.metadata(path) == want and want, precision
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff" * 100)
+    with pytest.raises(EdgeClassifyError, match="cannot load model"):
+        Classifier(junk, engine="openvino")
+
+
+def test_cli_reports_the_engine_and_precision(tiny, photos, capsys):
+    from edge_classify.runtime.cli import main
+
+    rc = main(["--model", str(tiny), "--engine", "openvino", "--json", str(photos[0])])
+    out, err = capsys.readouterr()
+    row = json.loads(out.splitlines()[0])
+    assert rc == 0 and row["engine"] == "openvino" and row["precision"] == "fp32"
+    assert "on openvino (CPU), computing in fp32" in err
+    rc = main(["--model", str(tiny), "--engine", "openvino", "--provider", "cuda", str(photos[0])])
+    assert rc == 2 and "ONNX Runtime provider" in capsys.readouterr().err
