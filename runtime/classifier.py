@@ -256,12 +256,11 @@ class Classifier:
             (other, why), = barred.items()
             keep = next(e for e in engines.ENGINES if e != other)
             return engines.EngineChoice(keep, f"{other} not considered: {why}")
-        bf16_ok = self._compute("openvino") == "bf16"
         if cache is None or m.batch:
-            return engines.prior(m.precision, bf16_ok)
+            return engines.prior(m.precision, self._compute("openvino") == "bf16")
         key = engines.choice_key(self.model_sha256, engines.cpu_signature(), engines.engine_versions(installed),
                                  self._precision_request, self._threads)
-        known = engines.load_choice(cache, key)
+        known = engines.load_choice(cache, key)  # before anything imports the engine that is not chosen
         if known is not None:
             return known
         runners = {e: self._make_runner(e, source, cache) for e in engines.ENGINES}

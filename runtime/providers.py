@@ -99,7 +99,8 @@ def plan_providers(requested: str, available: list[str], trt_options: dict | Non
         raise EdgeClassifyError(
             f"provider {requested!r} ({ALIASES[requested]}) is not available in this onnxruntime build",
             hint=f"available: {', '.join(avail_short) or 'none'}"
-            + {"cpu": "", "openvino": "; for OpenVINO install edge-classify[openvino] instead of [cpu]"}.get(
+            + {"cpu": "", "openvino": "; for ONNX Runtime's OpenVINO provider install edge-classify[ort-openvino] instead of "
+                            "[cpu], or use the OpenVINO runtime: --engine openvino (extra [openvino])"}.get(
                 requested, "; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)"),
         )
     # The chain starts at the requested provider (all of AUTO_ORDER for auto); providers in
