@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -97,17 +98,25 @@ class OpenVinoRunner:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
 
     def _compile(self, batch: int):
-        compiled = None
+        compiled = blob = None
         key = self._key(batch) if self._cache is not None else None
-        if key is not None:
-            blob = self._cache.read(key, ".ovblob")
-            if blob is not None:
-                try:
-                    compiled = self._core.import_model(io.BytesIO(blob), self.device, self._config)
-                    if len(self._compiled) == 0:
-                        self.cache_status = "hit"
-                except Exception:  # a blob from another build, or damaged: compile afresh
-                    self._cache.discard(f"{key}.ovblob")
+        hit = self._cache.lookup(key, ".ovblob") if key is not None else None
+        if hit is not None:
+            fd, path = hit
+            try:
+                # Mapped, not read: ResNet50 FP32 peaked at 293-331 MiB this way, 385-390 MiB
+                # from a bytes copy. Copy-on-write because OpenVINO wants a writable buffer.
+                # The compiled model may point into the mapping: it lives as long as it does.
+                blob = np.memmap(path, dtype=np.uint8, mode="c")
+                compiled = self._core.import_model(self._ov.Tensor(blob, shared_memory=True), self.device,
+                                                   self._config)
+                if len(self._compiled) == 0:
+                    self.cache_status = "hit"
+            except Exception:  # a blob from another build, or damaged: compile afresh
+                compiled = blob = None
+                self._cache.discard(f"{key}.ovblob")
+            finally:
+                os.close(fd)
         if compiled is None:
             model = self._read().clone()
             name = model.inputs[0].any_name
@@ -116,12 +125,11 @@ class OpenVinoRunner:
             model.reshape({name: dims})
             compiled = self._core.compile_model(model, self.device, self._config)
             if key is not None:
-                blob = compiled.export_model()
-                blob = blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
-                self._pending.append((key, blob))
+                data = compiled.export_model()
+                self._pending.append((key, data.getvalue() if hasattr(data, "getvalue") else bytes(data)))
                 if self._checked:
                     self.commit_cache()
-        self._compiled[batch] = (compiled, compiled.create_infer_request())
+        self._compiled[batch] = (compiled, compiled.create_infer_request(), blob)
         while len(self._compiled) > _KEEP:
             self._compiled.popitem(last=False)
         return compiled

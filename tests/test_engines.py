@@ -71,6 +71,15 @@ def test_auto_policy_without_measuring(requested, available, provider, ort_provi
         assert choice.reason
 
 
+def test_combine_takes_medians_over_runs_so_one_busy_run_does_not_decide():
+    runs = [{"onnxruntime": {"batch1_ms": 125.0, "batchN_ms_per_image": 114.0, "n": 8},  # a busy moment
+             "openvino": {"batch1_ms": 75.0, "batchN_ms_per_image": 104.0, "n": 8}}] + [
+            {"onnxruntime": {"batch1_ms": 43.6 + i, "batchN_ms_per_image": 43.2, "n": 8},
+             "openvino": {"batch1_ms": 43.7 + i, "batchN_ms_per_image": 43.8, "n": 8}} for i in range(2)]
+    assert engines.pick(engines.combine(runs[:1])).engine == "openvino"
+    assert engines.pick(engines.combine(runs)).engine == "onnxruntime"
+
+
 def test_pick_takes_the_lower_geometric_mean_of_batch_1_and_batch_n():
     measured = {"onnxruntime": {"batch1_ms": 24.0, "batchN_ms_per_image": 22.0, "n": 8},
                 "openvino": {"batch1_ms": 22.0, "batchN_ms_per_image": 21.0, "n": 8}}
@@ -78,6 +87,8 @@ def test_pick_takes_the_lower_geometric_mean_of_batch_1_and_batch_n():
     measured["openvino"]["batchN_ms_per_image"] = 30.0  # faster alone, much slower in batches
     choice = engines.pick(measured)
     assert choice.engine == "onnxruntime" and "24.0 ms" in choice.reason
+    measured["openvino"].update(batch1_ms=23.5, batchN_ms_per_image=21.8)  # within 3%: a tie
+    assert engines.pick(measured).engine == "onnxruntime"
 
 
 def test_prior_is_used_only_for_its_cases():
@@ -145,13 +156,20 @@ def test_choice_key_changes_with_model_cpu_engine_versions_and_request():
 def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     model = tiny_models.make(tmp_path / "m.onnx", seed=3)
-    first = Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
-    assert first.engine_choice.reason.startswith("measured now")
+    def auto():
+        return Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
+
+    first = auto()
+    assert first.engine_choice.reason.startswith("measured now (run 1 of 3")
     assert set(first.engine_choice.measured) == set(BOTH)
     assert first.runner.engine == first.engine_choice.engine
-    second = Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
+    assert auto().engine_choice.reason.startswith("measured now (run 2 of 3")
+    third = auto()
+    assert third.engine_choice.reason.startswith("measured now (run 3 of 3")
+    assert third.engine_choice.measured["openvino"]["runs"] == 3
+    second = auto()
     assert second.engine_choice.reason.startswith("measured on this machine earlier")
-    assert second.engine_choice.engine == first.engine_choice.engine
+    assert second.engine_choice.engine == third.engine_choice.engine
     assert np.allclose(first.run(np.zeros((2, 224, 224, 3), np.float32)),
                        second.run(np.zeros((2, 224, 224, 3), np.float32)), atol=1e-5)
 
@@ -159,8 +177,7 @@ def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
     records = list((tmp_path / "home" / "ort-cache").glob("*.engine"))
     assert len(records) == 1
     records[0].write_text(json.dumps({"engine": "tensorflow"}))
-    third = Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
-    assert third.engine_choice.reason.startswith("measured now")
+    assert auto().engine_choice.reason.startswith("measured now (run 1")
 
     # Another model: another key, measured again.
     other = Classifier(tiny_models.make(tmp_path / "o.onnx", seed=4), engine="auto", available_engines=BOTH,
