@@ -19,6 +19,13 @@ examples:
   export-model --weights random -o smoke.onnx    smoke test, meaningless predictions
   export-model --int8 --calib photos/ --min-agreement 0.98   INT8 too, gated on fidelity
   export-model --precision auto --calib 'photos/*.jpg'       fastest precision that keeps top-1
+  export-model --bf16 --calib photos/            measure BF16 (OpenVINO) and record it in the FP32 model
+
+BF16 is a precision of its own, never a silent substitute: there is no BF16 file, BF16 runs the
+FP32 file with OpenVINO on a CPU with native BF16 (AMX-BF16 / AVX512-BF16), and edge-classify does
+so only for a model whose export measured BF16's top-1 agreement with FP32 and found it >= the bar
+(--bf16, or --precision auto where BF16 was chosen). Without BF16 hardware or OpenVINO, --bf16
+says so and records nothing (not an error): the runtime then runs that model in FP32.
 
 Then: edge-classify IMG (reads the default location unless --model is given).
 exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity or agreement check failed (nothing written),
@@ -55,8 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail (writing nothing) if INT8 top-1 agreement with FP32 on held-out images is below X; "
                         "with --precision auto, the bar candidates must clear (default 0.99)")
     p.add_argument("--precision", choices=["fixed", "auto"], default="fixed",
-                   help="auto: build FP16 and INT8 candidates, measure fidelity and latency here, and write only "
-                        "the fastest one that clears --min-agreement (needs --calib)")
+                   help="auto: build FP16 and INT8 candidates (and BF16 where the CPU has native BF16 and "
+                        "OpenVINO is installed), measure fidelity and latency here, and write only the fastest one "
+                        "that clears --min-agreement (needs --calib); a BF16 win writes the FP32 file with its "
+                        "passing BF16 figure")
+    p.add_argument("--bf16", action="store_true",
+                   help="measure BF16 (the FP32 model run by OpenVINO in bf16) against FP32 on the verification "
+                        "photos (+ held-out --calib photos if given) and record the figure in the FP32 model; where "
+                        "it passes (>= --min-agreement, at least 0.99) edge-classify may run that model in BF16 with "
+                        "OpenVINO on CPUs with native BF16. No BF16 file is written. Needs a CPU with native BF16 and OpenVINO; without "
+                        "them it says why and records nothing")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--static-batch", type=int, default=None, metavar="N",
                    help="fix the batch dimension to N (TensorRT-friendly); default: dynamic")
@@ -91,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             static_batch=args.static_batch, verify_images=args.verify_images, progress=not args.quiet,
             int8=args.int8, calib=args.calib, calib_method=args.calib_method, calib_max=args.calib_max,
             int8_activations=args.int8_activations, min_agreement=args.min_agreement, precision=args.precision,
+            bf16=args.bf16,
         )
     except EdgeClassifyError as exc:
         print(f"export-model: error: {exc.message}", file=sys.stderr)
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: short message, traceback saved, its own exit code (not 3 or 4)
         return report_internal_error("export-model", exc, sys.stderr)
 
+    from .precision import BF16_LABEL, describe_bf16
+
     print(f"exported {args.arch} (weights: {args.weights}) in {sum(result.timings_s.values()):.1f} s")
     for f in result.files:
         p = f.parity
@@ -112,9 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             check = f"vs FP32 on {p['images']} held-out photos: top-1 agreement {p['top1_agreement']:.1%}, " \
                     f"top-5 overlap {p['top5_overlap']:.1%}, max|dp| {p['max_abs_diff']:.2e}"
-        print(f"  {f.path}  {f.size_bytes / 2**20:.1f} MiB  {f.precision}  {check}")
+        runs = BF16_LABEL if f.selection and f.selection["chosen"] == "bf16" else f.precision
+        print(f"  {f.path}  {f.size_bytes / 2**20:.1f} MiB  {runs}  {check}")
+        if isinstance(p.get("bf16"), dict):
+            print(f"  {describe_bf16(p['bf16'])}")
         if f.selection:
             print(f"  precision auto: {f.selection['reason']}")
+            print("  candidates: " + "; ".join(
+                f"{BF16_LABEL if name == 'bf16' else name} {c['p50_ms_batch1']:.1f} ms p50, "
+                f"top-1 agreement {c['top1_agreement']:.3f}" for name, c in f.selection["candidates"].items()))
+    if result.bf16_not_measured:
+        what = "not a --precision auto candidate" if args.precision == "auto" and not args.bf16 else "not measured"
+        print(f"  BF16 {what}: {result.bf16_not_measured}; the model carries no BF16 figure, so edge-classify "
+              "runs it in FP32")
     if args.weights == "random":
         print("  note: random weights: for smoke tests only, predictions are meaningless")
     if args.output is None:

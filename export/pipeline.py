@@ -1,7 +1,12 @@
 """``export_model``: the export stages in order, with progress, timings and no partial files.
 
-build model -> convert -> fp16 -> verify -> write. Nothing is written to the target
-paths until every model has passed its parity gate; writes are atomic.
+build model -> convert -> fp16 -> verify -> int8 -> bf16 -> choose -> write. Nothing is
+written to the target paths until every model has passed its parity gate; writes are atomic.
+
+BF16 writes no file of its own: it is a way to run the FP32 file (OpenVINO's bf16 hint on a
+CPU with native BF16). ``bf16=True`` measures its fidelity against the FP32 model and
+stores the figure in the FP32 model's contract (``parity["bf16"]``), which is what lets the
+runtime run BF16 at all (``runtime/engines.compute_precision``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from edge_classify.runtime import __version__
+import numpy as np
+
+from edge_classify.runtime import __version__, engines
 from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
 from edge_classify.runtime.errors import EXIT_PARITY, EdgeClassifyError, first_line
 from edge_classify.runtime.paths import variant_path
@@ -87,6 +94,19 @@ class ExportResult:
     files: list[ExportedFile] = field(default_factory=list)
     timings_s: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
+    bf16: dict | None = None  # the BF16 fidelity figure, when it was measured
+    bf16_not_measured: str | None = None  # why not, when BF16 was asked for (or auto) but not measured
+
+
+def _with_parity(contract: ModelContract, parity: dict) -> ModelContract:
+    return replace(contract, parity=parity)
+
+
+def _attached(model: bytes, contract: ModelContract) -> tuple[bytes, dict]:
+    """(model bytes carrying ``contract``, its parity): the shape of ``blobs`` entries."""
+    proto = onnx_load(model)
+    convert.attach_contract(proto, contract)
+    return proto.SerializeToString(), contract.parity
 
 
 def tool_versions() -> dict:
@@ -119,10 +139,16 @@ def export_model(
     int8_activations: str = "auto",
     min_agreement: float | None = None,
     precision: str = "fixed",
+    bf16: bool = False,
+    hardware_bf16: bool | None = None,
 ) -> ExportResult:
     """Export ``arch``; FP32 always, FP16/INT8 on request; ``precision="auto"`` keeps one.
 
-    With ``precision="auto"`` only the chosen model is written, at ``out``.
+    With ``precision="auto"`` only the chosen model is written, at ``out``; BF16 is one of
+    its candidates where it can be measured. ``bf16=True`` measures BF16's fidelity and
+    records it in the FP32 model (no BF16 file). Where BF16 cannot be measured (no native
+    BF16, no OpenVINO) nothing fails: ``ExportResult.bf16_not_measured`` says why and the
+    model carries no BF16 figure. ``hardware_bf16`` overrides the CPU's answer (tests).
     """
     if arch not in keras_model.ARCHS:
         raise EdgeClassifyError(f"unknown architecture {arch!r}", hint=f"choose from {', '.join(keras_model.ARCHS)}", exit_code=2)
@@ -131,14 +157,18 @@ def export_model(
     # Fail fast (before importing TensorFlow) on weights and calibration images that cannot be had.
     wspec = resolve(weights, arch, seed)
     calib_set = None
-    if int8:
-        if not calib:
-            raise EdgeClassifyError("INT8 needs calibration images: pass --calib DIR or --calib 'GLOB'", exit_code=2)
+    if int8 and not calib:
+        raise EdgeClassifyError("INT8 needs calibration images: pass --calib DIR or --calib 'GLOB'", exit_code=2)
+    if calib and (int8 or bf16):
         calib_set = quantize.split(calib, calib_max)
+    bf16_ok, bf16_why = False, ""
+    if bf16 or auto:
+        bf16_ok, bf16_why = choose_precision.bf16_support(hardware_bf16)
     _, mode, input_size = keras_model.ARCHS[arch]
     precisions = ["fp32"] + (["fp16"] if fp16 else [])
     stages = (["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras"]
-              + (["quantize to INT8"] if int8 else []) + (["choose precision"] if auto else []) + ["write"])
+              + (["quantize to INT8"] if int8 else []) + (["measure BF16"] if bf16_ok else [])
+              + (["choose precision"] if auto else []) + ["write"])
     prog = Progress(stages, enabled=progress)
     images = [Path(p) for p in (verify_images or verify.sample_images())]
     unreadable = [str(p) for p in images if not p.is_file()]
@@ -184,6 +214,7 @@ def export_model(
     preprocess = PreprocessSpec.keras(mode, input_size)
     labels = LabelSet.imagenet1k()
     blobs, reports, sessions, contracts = {}, {}, {}, {}
+    fp32_verify = fp32_holdout = None  # the FP32 ONNX model's probabilities, the reference for BF16
     from edge_classify.runtime.classifier import Classifier
 
     with prog.stage("verify against Keras", f"{len(images)} real photos, {'/'.join(precisions)}"):
@@ -195,6 +226,8 @@ def export_model(
             sessions[precision] = Classifier(protos[precision].SerializeToString(), providers="cpu")
             candidate = sessions[precision].predict(images)
             report = verify.check(reference, candidate, precision)
+            if precision == "fp32":
+                fp32_verify = candidate
             reports[precision] = report
             if progress:
                 status = "ok" if report.passed else "FAILED"
@@ -221,6 +254,7 @@ def export_model(
 
     fidelity: dict[str, dict] = {}
     selection = None
+    bar = DEFAULT_AGREEMENT_BAR if min_agreement is None else min_agreement
     if int8:
         acts = choose_precision.int8_activations(int8_activations)
         with prog.stage("quantize to INT8", f"{len(calib_set.calibrate)} calibration + {len(calib_set.holdout)} "
@@ -260,28 +294,72 @@ def export_model(
             blobs["int8"] = (proto.SerializeToString(), parity)
             precisions.append("int8")
 
-    if auto:
-        bar = DEFAULT_AGREEMENT_BAR if min_agreement is None else min_agreement
-        with prog.stage("choose precision", f"fastest candidate with top-1 agreement >= {bar}"):
-            latency = choose_precision.latency_p50_ms({p: sessions[p] for p in precisions})
-            agreement = {"fp32": 1.0, **{p: fidelity[p]["top1_agreement"] for p in precisions[1:]}}
-            chosen, reason = choose_precision.choose(agreement, latency, bar)
+    bf16_figure = None
+    if bf16_ok:
+        bf16_images = images + (list(calib_set.holdout) if calib_set else [])
+        with prog.stage("measure BF16", f"the FP32 model on OpenVINO with the bf16 hint, vs FP32 on "
+                        f"{len(bf16_images)} photos ({len(images)} verification"
+                        + (f" + {len(calib_set.holdout)} held-out)" if calib_set else ")")):
+            if calib_set and fp32_holdout is None:
+                fp32_holdout = sessions["fp32"].predict(calib_set.holdout)
+            ref = np.concatenate([fp32_verify] + ([fp32_holdout] if calib_set else []))
+            sessions["bf16"] = choose_precision.bf16_classifier(blobs["fp32"][0])
+            bf16_figure = choose_precision.measure_bf16(
+                sessions["bf16"], bf16_images, ref, bar, "fp32 ONNX (ONNX Runtime CPU) on the verification photos"
+                + (" + held-out calibration photos" if calib_set else ""))
+            fidelity["bf16"] = bf16_figure
+            contracts["fp32"] = _with_parity(contracts["fp32"], {**contracts["fp32"].parity, "bf16": bf16_figure})
+            blobs["fp32"] = _attached(blobs["fp32"][0], contracts["fp32"])
             if progress:
-                for p in precisions:
-                    print(f"      {p}: {latency[p]:.1f} ms p50, top-1 agreement {agreement[p]:.3f}", file=sys.stderr)
+                print(f"      {choose_precision.describe_bf16(bf16_figure)}", file=sys.stderr, flush=True)
+                ran = bf16_figure.get("openvino_precision")
+                if ran and ran != "bf16":
+                    print(f"      note: OpenVINO reports it computed {ran}, not bf16, on this CPU", file=sys.stderr,
+                          flush=True)
+            if not auto:  # its compiled model (a copy of the weights) is not needed for choosing
+                sessions.pop("bf16").runner.close()
+                release_memory()
+
+    if auto:
+        candidates = precisions + (["bf16"] if bf16_ok else [])
+        detail = f"fastest candidate with top-1 agreement >= {bar}"
+        if bf16_ok:
+            detail += f" (bf16: >= {max(bar, engines.BF16_BAR)})"
+        with prog.stage("choose precision", detail):
+            latency = choose_precision.latency_p50_ms({p: sessions[p] for p in candidates})
+            agreement = {"fp32": 1.0, **{p: fidelity[p]["top1_agreement"] for p in candidates[1:]}}
+            floors = {"bf16": bf16_figure["bar"]} if bf16_figure else {}
+            chosen, reason = choose_precision.choose(agreement, latency, bar, floors)
+            if progress:
+                for p in candidates:
+                    name = choose_precision.BF16_LABEL if p == "bf16" else p
+                    print(f"      {name}: {latency[p]:.1f} ms p50, top-1 agreement {agreement[p]:.3f}", file=sys.stderr)
+                if not bf16_ok:
+                    print(f"      bf16: not a candidate: {bf16_why}", file=sys.stderr)
                 print(f"      chose {chosen}: {reason}", file=sys.stderr, flush=True)
             selection = {"chosen": chosen, "reason": reason, "agreement_bar": bar,
                          "candidates": {p: {"p50_ms_batch1": latency[p], "top1_agreement": agreement[p],
-                                            **({"fidelity": fidelity[p]} if p in fidelity else {})} for p in precisions},
+                                            **({"fidelity": fidelity[p]} if p in fidelity else {}),
+                                            **({"runs": "the FP32 file with OpenVINO in BF16"} if p == "bf16" else {})}
+                                        for p in candidates},
                          "measured_on": platform.processor() or platform.machine()}
-            proto = onnx_load(blobs[chosen][0])
-            c = contracts[chosen]
-            convert.attach_contract(proto, ModelContract(c.preprocess, c.labels, c.model,
-                                                         {**c.provenance, "selection": selection}, c.parity))
-            blobs = {chosen: (proto.SerializeToString(), blobs[chosen][1])}
-            precisions = [chosen]
+            if not bf16_ok:
+                selection["not_candidates"] = {"bf16": bf16_why}
+            written = "fp32" if chosen == "bf16" else chosen  # BF16 runs the FP32 file
+            c = contracts[written]
+            parity = c.parity
+            if written == "fp32" and chosen != "bf16" and not bf16 and bf16_figure and bf16_figure["passed"]:
+                # BF16 passed but lost on speed: a passing figure would let the runtime run
+                # the BF16 that this machine measured slower. Its numbers stay in the selection.
+                parity = {k: v for k, v in parity.items() if k != "bf16"}
+            if "bf16" not in (parity or {}):
+                bf16_figure = None  # ExportResult.bf16: the figure the written model carries
+            c = replace(c, provenance={**c.provenance, "selection": selection}, parity=parity)
+            blobs = {written: _attached(blobs[written][0], c)}
+            precisions = [written]
 
-    result = ExportResult(weights=provenance["weights"])
+    result = ExportResult(weights=provenance["weights"], bf16=bf16_figure,
+                          bf16_not_measured=None if bf16_ok or not (bf16 or auto) else bf16_why)
     with prog.stage("write", str(out)):
         for precision in precisions:
             path = out if precision == "fp32" or auto else variant_path(out, precision)

@@ -1,19 +1,30 @@
 """Choosing a precision with evidence: fidelity against FP32 and latency on this machine.
 
-``--precision auto`` builds the FP16 and INT8 candidates, measures each one's top-1
-agreement with FP32 on held-out images and its batch-1 latency here, and keeps the
+``--precision auto`` builds the FP16 and INT8 candidates (and, on a CPU with native BF16
+and OpenVINO installed, BF16: the FP32 file run by OpenVINO in bf16), measures each one's
+top-1 agreement with FP32 on held-out images and its batch-1 latency here, and keeps the
 fastest one that clears the agreement bar. FP32 always clears it, so there is always
 an answer. The decision and its numbers go into the model's metadata.
+
+**BF16 is a precision of its own, never a silent substitute.** No BF16 file exists: BF16
+is a way to run the FP32 file. Its fidelity is measured at export (``measure_bf16``) and
+stored in the FP32 model's contract as ``parity["bf16"]``; the runtime
+(``runtime/engines.compute_precision``) runs BF16 with ``--precision auto`` only when that
+figure is there and passed. Where BF16 cannot be measured (no native BF16, no OpenVINO)
+the model gets no figure, so the runtime never runs BF16 for it.
 """
 
 from __future__ import annotations
 
 import platform
 import statistics
+import time
+from collections.abc import Callable
 
 import numpy as np
 
 DEFAULT_AGREEMENT_BAR = 0.99
+BF16_LABEL = "bf16 (runs the FP32 file with OpenVINO in BF16)"
 
 
 def int8_activations(requested: str) -> str:
@@ -29,10 +40,32 @@ def int8_activations(requested: str) -> str:
     return "u8" if platform.machine().lower() in ("x86_64", "amd64") else "s8"
 
 
+def alternate(calls: dict[str, Callable[[], object]], iterations: int, warmup: int = 1,
+              gap_s: float = 0.01) -> dict[str, list[float]]:
+    """Seconds per call, ``iterations`` rounds of every call after ``warmup`` untimed ones.
+
+    Round-robin, the starting call rotating each round (A B C, B C A, C A B), so a noisy
+    machine's drift and the slow first call of a round land on every candidate alike; an
+    untimed ``gap_s`` pause before each call lets the previous one's worker threads idle.
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    names = list(calls)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(iterations):
+        start = i % len(names)
+        for n in names[start:] + names[:start]:
+            if gap_s:
+                time.sleep(gap_s)
+            t0 = time.perf_counter()
+            calls[n]()
+            samples[n].append(time.perf_counter() - t0)
+    return samples
+
+
 def latency_p50_ms(classifiers: dict, iterations: int = 20) -> dict[str, float]:
     """Batch-1 p50 of each candidate ``Classifier`` on this machine, in alternating rounds."""
-    from edge_classify.benchmarks.stats import alternate
-
     first = next(iter(classifiers.values()))
     h, w = first.contract.preprocess.input_size
     shape = (h, w, 3) if first.contract.preprocess.layout == "NHWC" else (3, h, w)
@@ -41,13 +74,100 @@ def latency_p50_ms(classifiers: dict, iterations: int = 20) -> dict[str, float]:
     return {n: statistics.median(v) * 1e3 for n, v in samples.items()}
 
 
-def choose(agreement: dict[str, float], latency_ms: dict[str, float], bar: float) -> tuple[str, str]:
-    """(chosen precision, one-line reason): fastest whose top-1 agreement >= bar."""
-    passing = [p for p in latency_ms if agreement.get(p, 0.0) >= bar]
+def choose(agreement: dict[str, float], latency_ms: dict[str, float], bar: float,
+           floors: dict[str, float] | None = None) -> tuple[str, str]:
+    """(chosen precision, one-line reason): fastest whose top-1 agreement >= its bar.
+
+    A candidate's bar is ``max(bar, floors[candidate])``: BF16's never drops below the
+    runtime's (``engines.BF16_BAR``), or export would choose a BF16 the runtime refuses.
+    """
+    floors = floors or {}
+
+    def bar_of(p: str) -> float:
+        return max(bar, floors.get(p, 0.0))
+
+    passing = [p for p in latency_ms if agreement.get(p, 0.0) >= bar_of(p)]
     chosen = min(passing, key=lambda p: latency_ms[p])
-    rejected = [f"{p} (agreement {agreement[p]:.3f} < {bar})" for p in latency_ms if p not in passing]
+    rejected = [f"{p} (agreement {agreement[p]:.3f} < {bar_of(p)})" for p in latency_ms if p not in passing]
     reason = (f"{chosen} is the fastest candidate with top-1 agreement >= {bar} "
               f"({latency_ms[chosen]:.1f} ms p50 batch 1 on this machine)")
+    if chosen == "bf16":
+        reason = reason.replace("bf16 is", f"{BF16_LABEL} is", 1)
     if rejected:
         reason += "; rejected: " + ", ".join(rejected)
     return chosen, reason
+
+
+# --- BF16: measured, gated, recorded ----------------------------------------------------
+def detect_hardware_bf16() -> bool:
+    """Does OpenVINO find native BF16 (AMX-BF16 / AVX512-BF16) on this CPU?"""
+    from edge_classify.runtime import deps
+    from edge_classify.runtime.openvino_runner import hardware_bf16
+
+    return hardware_bf16(deps.openvino())
+
+
+def bf16_support(hardware_bf16: bool | None = None) -> tuple[bool, str]:
+    """(can BF16 be measured here, why not). ``hardware_bf16`` overrides the CPU's answer
+    (tests); ``None`` asks OpenVINO."""
+    from edge_classify.runtime import engines
+
+    if "openvino" not in engines.installed():
+        return False, "OpenVINO is not installed (pip install 'edge-classify[openvino]'), and only OpenVINO runs BF16"
+    has = detect_hardware_bf16() if hardware_bf16 is None else bool(hardware_bf16)
+    if not has:
+        return False, f"this CPU ({cpu_name()}) has no native BF16 (AMX-BF16 or AVX512-BF16)"
+    return True, ""
+
+
+def cpu_name() -> str:
+    from edge_classify.runtime import engines
+
+    return engines.cpu_signature().split("|", 1)[0] or platform.machine()
+
+
+def bf16_classifier(fp32_model: bytes):
+    """The FP32 model run by OpenVINO with the bf16 inference hint. Only called once
+    ``bf16_support`` said yes (or a test injected it), hence ``hardware_bf16=True``."""
+    from edge_classify.runtime.classifier import Classifier
+
+    return Classifier(fp32_model, engine="openvino", precision="bf16", providers="auto", hardware_bf16=True)
+
+
+def bf16_fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Top-1 agreement, top-5 overlap, max/mean |dp| of BF16 against FP32 (as for INT8)."""
+    from .quantize import fidelity
+
+    return fidelity(reference, candidate)
+
+
+def measure_bf16(classifier, images: list, reference: np.ndarray, bar: float,
+                 reference_text: str = "fp32 ONNX (ONNX Runtime CPU) on the verification photos") -> dict:
+    """BF16's fidelity figure for the FP32 model's contract (``parity["bf16"]``).
+
+    ``classifier``: ``bf16_classifier(fp32 bytes)``; ``reference``: the FP32 ONNX model's
+    probabilities on ``images``. ``bar`` is never below the runtime's own floor.
+    """
+    from edge_classify.runtime import engines
+
+    f = bf16_fidelity(reference, classifier.predict(images))
+    bar = max(bar, engines.BF16_BAR)
+    return {
+        "reference": reference_text,
+        **f,
+        "image_files": [getattr(p, "name", str(p)) for p in images],
+        "bar": bar,
+        "passed": f["top1_agreement"] >= bar,
+        "engine": "openvino",
+        "openvino": engines.engine_versions(["openvino"]).get("openvino", ""),
+        "openvino_precision": getattr(classifier.runner, "precision", ""),  # what OpenVINO says it ran
+        "cpu": cpu_name(),
+    }
+
+
+def describe_bf16(f: dict) -> str:
+    """One line for progress and summaries."""
+    verdict = (f"passed (>= {f['bar']}): edge-classify may run it in BF16 with OpenVINO on CPUs with native BF16"
+               if f["passed"] else f"FAILED (< {f['bar']}): the runtime keeps FP32 for this model")
+    return (f"{BF16_LABEL} vs FP32 on {f['images']} photos: top-1 agreement {f['top1_agreement']:.1%}, "
+            f"top-5 overlap {f['top5_overlap']:.1%}, max|dp| {f['max_abs_diff']:.2e}; {verdict}")
