@@ -267,9 +267,19 @@ def export_model(
                 fidelity[p] = quantize.fidelity(fp32_holdout, sessions[p].predict(calib_set.holdout))
             f8 = fidelity["int8"]
             passed = min_agreement is None or f8["top1_agreement"] >= min_agreement
+            # Engines quantize differently: the runtime's `auto` runs this file on OpenVINO
+            # only with OpenVINO's own figure (runtime/engines.unverified).
+            other_engines = {}
+            if "openvino" in engines.installed():
+                ov_int8 = Classifier(q, engine="openvino")
+                other_engines["openvino"] = quantize.fidelity(fp32_holdout, ov_int8.predict(calib_set.holdout))
+                ov_int8.runner.close()
+                del ov_int8
             parity = {
                 "reference": "fp32 ONNX on held-out calibration images",
                 **f8,
+                "engine": "onnxruntime",
+                "engines": other_engines,
                 "min_agreement": min_agreement,
                 "passed": passed,
                 "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric", "activations": acts,
@@ -280,6 +290,10 @@ def export_model(
                 print(f"      int8 vs fp32 on {f8['images']} held-out images: top-1 agreement {f8['top1_agreement']:.1%}, "
                       f"top-5 overlap {f8['top5_overlap']:.1%}, max|dp| {f8['max_abs_diff']:.3g}, "
                       f"mean|dp| {f8['mean_abs_diff']:.3g}", file=sys.stderr, flush=True)
+                for name, fe in other_engines.items():
+                    print(f"      int8 on {name}: top-1 agreement {fe['top1_agreement']:.1%}, "
+                          f"top-5 overlap {fe['top5_overlap']:.1%}, max|dp| {fe['max_abs_diff']:.3g}",
+                          file=sys.stderr, flush=True)
             if not passed and not auto:
                 raise EdgeClassifyError(
                     f"INT8 top-1 agreement with FP32 is {f8['top1_agreement']:.3f}, below --min-agreement "

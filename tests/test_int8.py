@@ -63,6 +63,23 @@ def test_int8_fidelity_report_is_stored_and_consistent(exported, calib_dir):
     assert not np.array_equal(ref, got)
 
 
+def test_int8_fidelity_on_openvino_is_measured_and_gates_auto(exported, calib_dir):
+    """Engines quantize differently: the export measures OpenVINO's own INT8 agreement, and
+    the runtime's auto runs the file on OpenVINO only if that figure holds up."""
+    from edge_classify.runtime import engines
+
+    f = Classifier(exported["int8"], providers="cpu").contract.parity
+    assert f["engine"] == "onnxruntime" and set(f["engines"]) == {"openvino"}
+    heldout = [calib_dir / name for name in f["quantization"]["heldout_images"]]
+    ref = Classifier(exported["fp32"], providers="cpu").predict(heldout)
+    again = quantize.fidelity(ref, Classifier(exported["int8"], engine="openvino").predict(heldout))
+    for k in FIDELITY_FIELDS:
+        assert again[k] == pytest.approx(f["engines"]["openvino"][k], abs=1e-6), k
+    why = engines.unverified("openvino", "int8", f)
+    ok = f["engines"]["openvino"]["top1_agreement"] >= f["top1_agreement"] - 0.01
+    assert (why is None) == ok
+
+
 @pytest.fixture
 def standin_build(standin, monkeypatch):
     """Export the session's stand-in model without rebuilding it (saves ~25 s per export)."""
