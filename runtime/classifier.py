@@ -159,6 +159,8 @@ class Classifier:
             self.engine_choice = choice
             if self.runner is None:
                 self.runner = self._make_runner(choice.engine, source, cache)
+            else:  # measured both: the reason must be the chosen engine's
+                self._compute(self.runner.engine)
             if model_stat is not None and _changed(self.model_path, model_stat):
                 # Hashed one file, loaded another: the cache key and model_sha256 would lie.
                 raise EdgeClassifyError(f"model {name} changed while it was being loaded",
