@@ -143,10 +143,16 @@ class OpenVinoRunner:
         return self._model
 
     def _reported_precision(self, compiled) -> str:
+        """What OpenVINO says it computes float ops in: an FP16 file's weights are widened to
+        f32 (or bf16) on CPUs; an INT8 file's quantized ops stay int8."""
         hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        if "bf16" in hint and self._file_precision in ("fp32", "fp16"):
+        if self._file_precision == "int8":
+            return "int8"
+        if "bf16" in hint:
             return "bf16"
-        return self._file_precision
+        if "f16" in hint:
+            return "fp16"
+        return "fp32"
 
     def commit_cache(self) -> None:
         self._checked = True

@@ -198,7 +198,9 @@ def test_openvino_runner_matches_onnxruntime_runner(exported, photos, precision)
     ort = Classifier(exported[precision], engine="onnxruntime", providers="cpu")
     ov = Classifier(exported[precision], engine="openvino")
     assert (ort.runner.engine, ov.runner.engine) == ("onnxruntime", "openvino")
-    assert ov.runner.precision == precision == ort.runner.precision
+    assert ort.runner.precision == precision
+    # OpenVINO reports what it computes in: on CPUs an FP16 file's weights are widened to f32.
+    assert ov.runner.precision == "fp32"
     p_ort, p_ov = ort.predict(photos), ov.predict(photos)
     top1 = p_ort.argmax(1)
     assert len(set(top1.tolist())) > 1  # the stand-in tells photos apart: top-1 means something
