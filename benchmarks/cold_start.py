@@ -113,6 +113,18 @@ def run(model: str, weights: str, image: str, runs: int, threads: int | None = N
     return summary
 
 
+def by_precision(models: dict, image: str, runs: int, log=_stderr) -> dict:
+    """Cold ``edge-classify`` per exported file (precision -> path): medians of wall and peak RSS."""
+    out = {}
+    for pr, path in models.items():
+        rows = [measure(edge_command(str(path), image)) for _ in range(runs)]
+        out[pr] = {"wall_s_median": statistics.median(r[0] for r in rows),
+                   "peak_rss_mib_median": statistics.median(r[1] for r in rows), "runs": len(rows),
+                   "size_mib": Path(path).stat().st_size / 2**20}
+        log(f"cold {pr}: {out[pr]['wall_s_median']:.2f} s, {out[pr]['peak_rss_mib_median']:.0f} MiB")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="exported .onnx")

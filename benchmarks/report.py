@@ -6,98 +6,176 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-SCHEMA = 1
-TF_BASELINE = "keras tf.function"
-KERAS_BASELINE = "keras predict"
+from . import ratios
+from .lineup import KERAS_PREDICT, TF_FUNCTION, edge_name
+
+SCHEMA = 2
+TF_BASELINE = TF_FUNCTION
+KERAS_BASELINE = KERAS_PREDICT
 
 
-def assemble(*, mode, environment, model, systems, agreement, latency, throughput, preprocessing,
-             cold_start, warm_bulk, notes, wall_s) -> dict:
-    rows = {}
-    for s in systems:
-        rows[s.name] = {
-            "kind": s.kind, "precision": s.precision, **latency[s.name],
-            "create_s": s.create_s, "first_inference_ms": s.first_inference_ms,
-            "max_abs_diff_vs_keras": agreement.get(s.name), "notes": s.notes,
-        }
-    peers = [n for n, r in rows.items() if r["kind"] == "peer"]
-    ours = [n for n, r in rows.items() if r["kind"] == "edge"]
-    best_peer = min(peers, key=lambda n: rows[n]["p50_ms"]) if peers else TF_BASELINE
-    best_ours = min(ours, key=lambda n: rows[n]["p50_ms"]) if ours else None
-    for r in rows.values():
-        r["ratio_vs_tf_function"] = r["p50_ms"] / rows[TF_BASELINE]["p50_ms"]
-        r["ratio_vs_keras_predict"] = r["p50_ms"] / rows[KERAS_BASELINE]["p50_ms"]
-        r["ratio_vs_best_peer"] = r["p50_ms"] / rows[best_peer]["p50_ms"]
-    ratios = {
-        "best_peer": best_peer,
-        "best_edge_mode": best_ours,
-        "ort_fp32_p50_over_tf_function_p50": rows.get("edge-classify ORT fp32", {}).get("ratio_vs_tf_function"),
-        "best_edge_p50_over_best_peer_p50": rows[best_ours]["ratio_vs_best_peer"] if best_ours else None,
-        "cold_wall_edge_over_keras": cold_start["ratios"]["wall_edge_over_keras"],
-        "cold_rss_edge_over_keras": cold_start["ratios"]["rss_edge_over_keras"],
-        "warm_bulk_over_pure_inference": warm_bulk["ratio_vs_pure_inference"],
-    }
+def assemble(*, mode, plan, environment, model, rows, throughput, isolation, engine_auto, preprocessing,
+             cold_start, warm_bulk, peak_ops, notes, wall_s) -> dict:
+    """report.json's content. ``rows``: latency rows by system name (kind, precision, the
+    timing summary with per-round medians, create_s, first_inference_ms, agreement, info)."""
+    r = ratios.compute(rows, throughput, cold_start, warm_bulk, isolation)
     return {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mode": mode,
         "wall_s": wall_s,
+        "method": {
+            "isolation": "one worker process per system (python -m edge_classify.benchmarks.worker), "
+                         "idle workers blocked on a pipe read; timing with perf_counter inside the worker",
+            "rounds": "round robin, starting system rotating each round, an untimed pause before each call",
+            "gap_s": plan["gap_s"], "latency_rounds_x_iterations": plan["latency"],
+            "throughput_rounds_x_iterations": {str(b): v for b, v in plan["throughput"].items()},
+        },
         "environment": environment,
         "model": model,
         "latency_batch1": rows,
         "throughput": throughput,
+        "isolation": isolation,
+        "engine_auto": engine_auto,
         "preprocessing": preprocessing,
-        "cold_start": {k: v for k, v in cold_start.items()},
+        "cold_start": dict(cold_start),
         "warm_bulk": warm_bulk,
-        "ratios": ratios,
+        "peak_ops": peak_ops,
+        "ratios": r,
+        "targets": ratios.targets(r),
         "notes": notes,
     }
 
 
+SPREAD = ("median", "p25", "p75", "min", "max")
 REQUIRED = {
     "latency_batch1": ("min_ms", "p50_ms", "p90_ms", "p99_ms", "ratio_vs_tf_function", "ratio_vs_best_peer"),
-    "ratios": ("ort_fp32_p50_over_tf_function_p50", "cold_wall_edge_over_keras", "cold_rss_edge_over_keras",
+    "ratios": ("ort_fp32_p50_over_tf_function_p50", "best_edge_p50_over_best_peer_p50",
+               "best_edge_b8_throughput_over_best_peer", "best_fidelity_mode_p50_over_tf_function",
+               "cold_wall_edge_over_keras", "cold_rss_edge_over_keras", "warm_bulk_over_pipeline_bound",
                "warm_bulk_over_pure_inference"),
+    "ratio_spreads": ("best_edge_p50_over_best_peer_p50_per_round", "best_edge_b8_throughput_over_best_peer_per_round",
+                      "best_fidelity_mode_p50_over_tf_function_per_round", "warm_bulk_over_pipeline_bound_per_round"),
+    "warm_bulk": ("images_per_s", "decode_images_per_s", "inference_images_per_s", "pipeline_bound_images_per_s",
+                  "ratio_vs_pipeline_bound"),
 }
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def validate(data: dict) -> list[str]:
     """Structural check of report.json (what CI runs on --quick output; no timing thresholds)."""
     problems = []
-    for key in ("environment", "model", "latency_batch1", "throughput", "preprocessing", "cold_start",
-                "warm_bulk", "ratios"):
+    for key in ("environment", "model", "latency_batch1", "throughput", "isolation", "preprocessing", "cold_start",
+                "warm_bulk", "peak_ops", "ratios", "targets"):
         if key not in data:
             problems.append(f"missing section {key}")
-    for name in (KERAS_BASELINE, TF_BASELINE, "edge-classify ORT fp32", "edge-classify ORT fp16"):
-        if name not in data.get("latency_batch1", {}):
+    lat = data.get("latency_batch1", {})
+    for name in (KERAS_BASELINE, TF_BASELINE, edge_name("onnxruntime", "fp32"), edge_name("onnxruntime", "fp16")):
+        if name not in lat:
             problems.append(f"missing latency row {name}")
-    for name, row in data.get("latency_batch1", {}).items():
+    kinds = {row.get("kind") for row in lat.values()}
+    for kind in ("keras", "edge", "peer"):
+        if kind not in kinds:
+            problems.append(f"no latency row of kind {kind}")
+    for name, row in lat.items():
         for f in REQUIRED["latency_batch1"]:
-            if not isinstance(row.get(f), (int, float)):
+            if not _num(row.get(f)):
                 problems.append(f"latency row {name}: {f} missing")
+        rounds = row.get("round_p50_ms")
+        if not isinstance(rounds, list) or not rounds or len(rounds) != row.get("rounds"):
+            problems.append(f"latency row {name}: round_p50_ms missing or not one per round")
+        if not isinstance(row.get("precision"), str):
+            problems.append(f"latency row {name}: precision missing")
+    r = data.get("ratios", {})
     for f in REQUIRED["ratios"]:
-        if not isinstance(data.get("ratios", {}).get(f), (int, float)):
+        if not _num(r.get(f)):
             problems.append(f"ratio {f} missing")
+    for f in REQUIRED["ratio_spreads"]:
+        if not all(_num((r.get(f) or {}).get(k)) for k in SPREAD):
+            problems.append(f"ratio spread {f} missing")
+    if not _num((r.get("isolation_check") or {}).get("solo_over_rotation")):
+        problems.append("ratio isolation_check missing")
+    for name, info in (r.get("peer_precisions") or {}).items():
+        if not isinstance(info.get("precision"), str):
+            problems.append(f"peer {name}: precision missing")
+    for name, row in lat.items():
+        if row.get("kind") in ("edge", "peer", "peer-extra") and name not in data.get("throughput", {}):
+            problems.append(f"throughput row {name} missing")
     for name, by_batch in data.get("throughput", {}).items():
         if set(by_batch) != {"1", "8", "32"}:
             problems.append(f"throughput {name}: batches {sorted(by_batch)}")
+        elif not all(_num(b.get("images_per_s")) for b in by_batch.values()):
+            problems.append(f"throughput {name}: images_per_s missing")
+    for f in REQUIRED["warm_bulk"]:
+        if not _num(data.get("warm_bulk", {}).get(f)):
+            problems.append(f"warm_bulk {f} missing")
+    peak = data.get("peak_ops", {})
+    if not _num(peak.get("achieved_ops_per_s")) or "fraction_of_peak" not in peak or not peak.get("formula"):
+        problems.append("peak_ops incomplete")
+    targets = data.get("targets")
+    if not isinstance(targets, list) or not targets or not all({"ratio", "target", "met"} <= set(t) for t in targets):
+        problems.append("targets incomplete")
     env = data.get("environment", {})
-    if not env.get("cpu") or "cpu_flags" not in env or "versions" not in env:
+    if not env.get("cpu") or "cpu_flags" not in env or "versions" not in env or not isinstance(env.get("lscpu"), dict):
         problems.append("environment block incomplete")
+    elif env["lscpu"] and not (env["lscpu"].get("Model name") and "Flags" in env["lscpu"]):
+        problems.append("environment: lscpu without model name or flags")
     return problems
+
+
+def _spread(s: dict | None) -> str:
+    if not s:
+        return "n/a"
+    return f"{s['median']:.2f} [p25-p75 {s['p25']:.2f}-{s['p75']:.2f}, min-max {s['min']:.2f}-{s['max']:.2f}]"
+
+
+def _precision(d: dict, name: str | None) -> str:
+    return d["latency_batch1"].get(name, {}).get("precision", "?") if name else "?"
+
+
+def _met(t: dict) -> str:
+    text = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+    return text + (" (a tie: the bound is inside the per-round p25-p75)" if t.get("tie_within_spread") else "")
 
 
 def headline(d: dict) -> str:
     r = d["ratios"]
-    lines = ["headline ratios (p50, this run):",
-             f"  ORT FP32 vs tf.function, batch 1:   {r['ort_fp32_p50_over_tf_function_p50']:.2f}x the time",
-             f"  best edge mode vs best peer ({r['best_peer']}): {r['best_edge_p50_over_best_peer_p50']:.2f}x"
-             if r.get("best_edge_p50_over_best_peer_p50") else "",
-             f"  cold edge-classify vs Keras script: wall {r['cold_wall_edge_over_keras']:.3f}x, "
-             f"peak RSS {r['cold_rss_edge_over_keras']:.3f}x",
-             f"  warm bulk vs pure inference:        {r['warm_bulk_over_pure_inference']:.2f}x"
-             if r.get("warm_bulk_over_pure_inference") else ""]
-    return "\n".join(x for x in lines if x)
+    lines = ["headline ratios (this run): per-round median [spread over rounds]; ratio of medians; target"]
+    rows = [
+        (f"best edge mode ({r.get('best_edge_mode')}, {_precision(d, r.get('best_edge_mode'))}) / strongest peer "
+         f"({r.get('best_peer')}, {_precision(d, r.get('best_peer'))}), batch-1 p50",
+         "best_edge_p50_over_best_peer_p50"),
+        ("the same two, batch-8 images/s", "best_edge_b8_throughput_over_best_peer"),
+        (f"best fidelity mode ({r.get('best_fidelity_mode')}) / keras tf.function, batch-1 p50",
+         "best_fidelity_mode_p50_over_tf_function"),
+        ("warm bulk from JPEGs / pipeline bound", "warm_bulk_over_pipeline_bound"),
+    ]
+    by_key = {t["ratio"]: t for t in d["targets"]}
+    for text, key in rows:
+        t = by_key.get(key, {})
+        lines.append(f"  {text}:\n      {_spread(r.get(f'{key}_per_round'))}; {r.get(key) or float('nan'):.2f}; "
+                     f"target {t.get('target', '?')}: {_met(t) if t else '?'}")
+    for key in ("cold_wall_edge_over_keras", "cold_rss_edge_over_keras"):
+        t = by_key[key]
+        lines.append(f"  {t['what']}: {r[key]:.3f}; target {t['target']}: {_met(t)}")
+    iso = r.get("isolation_check")
+    if iso:
+        t = by_key["isolation_check"]
+        lines.append(f"  isolation: {iso['system']} alone {iso['solo_p50_ms']:.1f} ms / in rotation "
+                     f"{iso['rotation_p50_ms']:.1f} ms = {iso['solo_over_rotation']:.2f}; target {t['target']}: {_met(t)}")
+    p = d.get("peak_ops") or {}
+    if p.get("fraction_of_peak") is not None:
+        lines.append(f"  peak ops: {p['system']} at batch 8 reaches {p['achieved_ops_per_s'] / 1e9:.0f} Gops/s, "
+                     f"{p['fraction_of_peak'] * 100:.0f}% of the {p['precision']} peak estimate "
+                     f"({p['peak_ops_per_s'] / 1e9:.0f} Gops/s at the reported clock)"
+                     + (f", at most {p['fraction_of_peak_at_implied_clock'] * 100:.0f}% at the clock FP32 GEMM implies"
+                        if p.get("fraction_of_peak_at_implied_clock") is not None else "")
+                     + (f", {p['fraction_of_measured_sgemm'] * 100:.0f}% of measured FP32 GEMM"
+                        if p.get("fraction_of_measured_sgemm") is not None else ""))
+    return "\n".join(lines)
 
 
 def _md_table(header, rows) -> str:
@@ -106,62 +184,162 @@ def _md_table(header, rows) -> str:
     return "\n".join(out)
 
 
+def _f(x, fmt=".2f") -> str:
+    return format(x, fmt) if _num(x) else ""
+
+
 def markdown(d: dict) -> str:
     env = d["environment"]
+    ls = env.get("lscpu") or {}
     flags = ", ".join(f for f, on in env["cpu_flags"].items() if on) or "none of interest"
-    lat = d["latency_batch1"]
+    lat, r = d["latency_batch1"], d["ratios"]
+    peak = d.get("peak_ops") or {}
+    m = d["method"]
+    wb = d["warm_bulk"]
+    cpu = env.get("cpu_for_peak") or {}
     parts = [
         "# edge-classify benchmark report",
         f"{d['created']} · mode `{d['mode']}` · {d['wall_s']:.0f} s · ResNet50, weights {d['model']['weights']}",
-        f"**Machine:** {env['cpu']} ({env['usable_cpus']} usable CPUs; flags: {flags}); {env['os']}; "
-        f"Python {env['python']}.",
+        f"**Machine:** {ls.get('Model name', env['cpu'])} (lscpu: {ls.get('CPU(s)', env['logical_cpus'])} CPUs, "
+        f"{ls.get('Thread(s) per core', '?')} thread(s) per core, {env['usable_cpus']} usable; "
+        f"{_f(cpu.get('mhz'), '.0f')} MHz from {cpu.get('mhz_source')}; flags of interest: {flags}); {env['os']}; "
+        f"Python {env['python']}; load average (1, 5, 15 min) at start "
+        f"{', '.join(f'{x:.2f}' for x in env.get('load_average_at_start') or [])}, at the end "
+        f"{', '.join(f'{x:.2f}' for x in env.get('load_average_at_end') or [])} (above the CPU count means "
+        "something else was running).",
         "**Versions:** " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
-        "Systems alternate within each measurement (A B C A B C ...); ratios are computed within this run.",
-        "## Headline", "```\n" + headline(d) + "\n```",
+        f"**Method:** every system runs in its own worker process and idles blocked on a pipe read while the "
+        f"others are timed (timing is `perf_counter` inside the worker). Round robin, the starting system rotating "
+        f"every round, an untimed {m['gap_s'] * 1e3:.0f} ms pause before each call. Batch 1: "
+        f"{m['latency_rounds_x_iterations'][0]} rounds x {m['latency_rounds_x_iterations'][1]} calls. Each ratio "
+        "between two systems is given as the median of per-round ratios (same round, seconds apart) with its "
+        "spread, and as the ratio of whole-run medians; targets are judged on the per-round median.",
+        "## Headline",
+        _md_table(["ratio", "per-round median [p25-p75] (min-max)", "ratio of medians", "target", "this run"],
+                  [[t["what"], _spread_md(r.get(f"{t['ratio']}_per_round")),
+                    _f(t["value"] if t["ratio"] == "isolation_check" else r.get(t["ratio"]), ".3f"),
+                    t["target"], f"**{_met(t)}**"] for t in d["targets"]]),
+        "```\n" + headline(d) + "\n```",
         "## Inference latency, batch 1",
         "![latency](latency.png)",
         _md_table(
-            ["system", "min ms", "p50 ms", "p90 ms", "p99 ms", "× tf.function", "× keras predict", "× best peer",
-             "create s", "first ms", "max |Δp| vs Keras"],
-            [[n, f"{r['min_ms']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}",
-              f"{r['ratio_vs_tf_function']:.2f}", f"{r['ratio_vs_keras_predict']:.2f}", f"{r['ratio_vs_best_peer']:.2f}",
-              f"{r['create_s']:.2f}", f"{r['first_inference_ms']:.0f}" if r["first_inference_ms"] else "",
-              f"{r['max_abs_diff_vs_keras']:.1e}" if r["max_abs_diff_vs_keras"] is not None else ""]
-             for n, r in lat.items()],
-        ),
-        f"{lat[next(iter(lat))]['n']} timed iterations per system after 3 warm-up runs. "
-        "`create s`: session creation / compile / tracing time; `first ms`: first inference.",
+            ["system", "kind", "computes in", "min ms", "p50 ms", "p90 ms", "p99 ms", "× tf.function",
+             "× strongest peer: per-round median [p25-p75]", "create s", "first ms", "max |Δp| vs Keras"],
+            [[n, row["kind"], row["precision"], _f(row["min_ms"], ".1f"), _f(row["p50_ms"], ".1f"),
+              _f(row["p90_ms"], ".1f"), _f(row["p99_ms"], ".1f"), _f(row["ratio_vs_tf_function"]),
+              _spread_md(row.get("round_ratio_vs_best_peer"), short=True), _f(row["create_s"]),
+              _f(row.get("first_inference_ms"), ".0f"), _f(row.get("max_abs_diff_vs_keras"), ".1e")]
+             for n, row in lat.items()]),
+        f"{lat[next(iter(lat))]['n']} timed calls per system ({m['latency_rounds_x_iterations'][0]} rounds) after 3 "
+        "warm-up calls. `computes in`: the precision that really ran (the edge runner's `precision`, OpenVINO's "
+        "`INFERENCE_PRECISION_HINT`). `create s`: building the system in its worker (session creation, compile, "
+        "tracing); `first ms`: its first inference.",
+        _isolation_md(d.get("isolation")),
+        "### Peers",
+        "\n".join(f"- **{n}** ({lat[n]['kind']}): computes in {lat[n]['precision']}"
+                  + (f", INFERENCE_PRECISION_HINT {lat[n]['info'].get('inference_precision_hint')}"
+                     if lat[n]["info"].get("inference_precision_hint") else "")
+                  + f". {'; '.join(lat[n]['notes'])}" for n in lat if lat[n]["kind"] in ("peer", "peer-extra")),
+        "### What `engine=\"auto\"` picks",
+        _md_table(["file", "engine", "computes in", "runs that measured here", "why"],
+                  [[pr, c.get("engine", ""), c.get("precision", ""), c.get("runs_measuring", ""),
+                    c.get("reason") or c.get("error", "")]
+                   for pr, c in (d.get("engine_auto") or {}).items()]) if d.get("engine_auto") else
+        "Not reported: this runtime has no `engine=` yet.",
         "## Throughput vs batch size (images/s, p50)",
         "![throughput](throughput.png)",
-        _md_table(["system", "batch 1", "batch 8", "batch 32"],
-                  [[n, *(f"{b[k]['images_per_s']:.1f}" for k in ("1", "8", "32"))] for n, b in d["throughput"].items()]),
+        _md_table(["system", "computes in", "batch 1", "batch 8", "batch 32"],
+                  [[n, lat.get(n, {}).get("precision", ""), *(f"{b[k]['images_per_s']:.1f}" for k in ("1", "8", "32"))]
+                   for n, b in d["throughput"].items()]),
+        f"Rounds x calls per batch size: {m['throughput_rounds_x_iterations']}. At batch 8, best edge mode "
+        f"{r.get('best_edge_mode')} / strongest peer {r.get('best_peer')}: "
+        f"{_spread(r.get('best_edge_b8_throughput_over_best_peer_per_round'))} per round "
+        f"({_f(r.get('best_edge_b8_throughput_over_best_peer'))} as a ratio of medians)"
+        + (f"; the batch-8 leaders are {r['batch8_leaders']['edge']} and {r['batch8_leaders']['peer']}, "
+           f"{r['batch8_leaders']['edge_over_peer']:.2f}." if r.get("batch8_leaders") else "."),
+        "### Share of the CPU's peak (batch 8)",
+        _peak_md(peak),
         "## Preprocessing (ms per image, p50)",
         _md_table(["pipeline", "ms/image p50", "min"],
-                  [[n, f"{r['p50_ms']:.2f}", f"{r['min_ms']:.2f}"] for n, r in d["preprocessing"].items()
-                   if isinstance(r, dict)]),
-        f"Outputs identical: **{d['preprocessing']['identical_outputs']}**; "
-        f"OpenCV path is {d['preprocessing']['speedup']:.1f}x faster.",
+                  [[n, f"{row['p50_ms']:.2f}", f"{row['min_ms']:.2f}"] for n, row in d["preprocessing"].items()
+                   if isinstance(row, dict) and "p50_ms" in row]),
+        f"{d['preprocessing'].get('photos', '')} photos, each pipeline in its own worker, alternating. Outputs "
+        f"identical: **{d['preprocessing']['identical_outputs']}**; the OpenCV path is "
+        f"{d['preprocessing']['speedup']:.2f}x as fast (per round: {_spread(d['preprocessing'].get('speedup_per_round'))}).",
         "## End to end, cold (fresh process, one image)",
         "![cold start](cold_start.png)",
         _md_table(["command", "median wall s", "median peak RSS MiB", "runs"],
                   [[n, f"{d['cold_start'][n]['wall_s_median']:.2f}", f"{d['cold_start'][n]['peak_rss_mib_median']:.0f}",
                     len(d["cold_start"][n]["runs"])] for n in ("edge-classify", "keras-script")]),
-        f"Ratio edge/keras: wall {d['ratios']['cold_wall_edge_over_keras']:.3f}, "
-        f"peak RSS {d['ratios']['cold_rss_edge_over_keras']:.3f}.",
-        "Cold `edge-classify` per precision (same image):",
+        f"Ratio edge/keras: wall {r['cold_wall_edge_over_keras']:.3f}, peak RSS {r['cold_rss_edge_over_keras']:.3f}. "
+        "The CLI runs with its defaults, so with the engine `auto` picks"
+        + (f" (for the FP32 file: {d['engine_auto']['fp32'].get('engine')}, settled: "
+           f"{d['engine_auto']['fp32'].get('settled')})" if (d.get("engine_auto") or {}).get("fp32") else "")
+        + "; its caches (optimised graph, engine choice) are warm, as after `export-model`.",
+        "Cold `edge-classify` per precision (same image):" if d["cold_start"].get("by_precision") else "",
         _md_table(["precision", "model MiB", "median wall s", "median peak RSS MiB"],
-                  [[p, f"{r['size_mib']:.1f}", f"{r['wall_s_median']:.2f}", f"{r['peak_rss_mib_median']:.0f}"]
-                   for p, r in d["cold_start"].get("by_precision", {}).items()]),
+                  [[p, f"{row['size_mib']:.1f}", f"{row['wall_s_median']:.2f}", f"{row['peak_rss_mib_median']:.0f}"]
+                   for p, row in d["cold_start"]["by_precision"].items()]) if d["cold_start"].get("by_precision") else "",
         "## End to end, warm bulk",
-        f"{d['warm_bulk']['images']} JPEGs, batch {d['warm_bulk']['batch_size']}, median of "
-        f"{d['warm_bulk']['rounds']} alternating rounds: {d['warm_bulk']['images_per_s']:.1f} images/s classified "
-        f"from files vs {d['warm_bulk']['pure_inference_images_per_s']:.1f} images/s pure inference on "
-        f"preprocessed tensors (ratio {d['warm_bulk']['ratio_vs_pure_inference']:.2f}).",
+        f"{wb['images']} JPEGs, batch {wb['batch_size']}, `{Path(wb['model']).name}` with engine "
+        f"{wb['engine']} ({wb['engine_request']}), median of {wb['rounds']} alternating rounds. Each stage alone, "
+        "all cores:",
+        _md_table(["stage", "images/s"],
+                  [["decode + resize (the Classifier's decode pool)", f"{wb['decode_images_per_s']:.1f}"],
+                   [f"inference at batch {wb['batch_size']} (`clf.run`)", f"{wb['inference_images_per_s']:.1f}"],
+                   ["pipeline bound 1/(1/inference + 1/decode)", f"{wb['pipeline_bound_images_per_s']:.1f}"],
+                   ["**`clf.classify(paths)`**", f"**{wb['images_per_s']:.1f}**"]]),
+        f"Bulk / bound: **{wb['ratio_vs_pipeline_bound']:.2f}** (per round "
+        f"{_spread(wb.get('ratio_vs_pipeline_bound_per_round'))}); bulk / pure inference "
+        f"{wb['ratio_vs_pure_inference']:.2f}.",
         "## Model files",
         _md_table(["precision", "size MiB"], [[p, f"{f['size_mib']:.1f}"] for p, f in d["model"]["files"].items()]),
         "## Notes", "\n".join(f"- {n}" for n in d["notes"]) or "-",
     ]
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(x for x in parts if x) + "\n"
+
+
+def _spread_md(s: dict | None, short: bool = False) -> str:
+    if not s:
+        return "-"
+    if short:
+        return f"{s['median']:.2f} [{s['p25']:.2f}-{s['p75']:.2f}]"
+    return f"{s['median']:.3f} [{s['p25']:.3f}-{s['p75']:.3f}] ({s['min']:.3f}-{s['max']:.3f})"
+
+
+def _isolation_md(iso: dict | None) -> str:
+    if not iso:
+        return ""
+    return (f"**Isolation check:** after the rounds, {iso['system']} was timed again the same way with every other "
+            f"worker shut down: p50 {iso['solo_p50_ms']:.1f} ms alone vs {iso['rotation_p50_ms']:.1f} ms in rotation "
+            f"(ratio {iso['solo_over_rotation']:.2f}; near 1.0 means the idle workers did not slow it).")
+
+
+def _peak_md(p: dict) -> str:
+    if not p:
+        return ""
+    head = (f"{p['system']} ({p['precision']}): {p['images_per_s']:.1f} images/s x {p['ops_per_image'] / 1e9:.2f} "
+            f"Gops/image ({p['ops_source']}) = **{p['achieved_ops_per_s'] / 1e9:.0f} Gops/s**. ")
+    if p.get("peak_ops_per_s"):
+        head += (f"Peak estimate: 2 x {p['macs_per_core_cycle']} MACs/core/cycle ({p['unit']}) x {p['cores']} cores x "
+                 f"{p['mhz']:.0f} MHz ({p['clock_source']}) = {p['peak_ops_per_s'] / 1e9:.0f} Gops/s, so "
+                 f"**{p['fraction_of_peak'] * 100:.0f}%** of peak. ")
+        if p.get("fraction_of_peak_at_implied_clock") is not None:
+            head += (f"At the clock the FP32 GEMM below implies (at least {p['implied_mhz_from_sgemm']:.0f} MHz), "
+                     f"at most **{p['fraction_of_peak_at_implied_clock'] * 100:.0f}%**. ")
+    else:
+        head += f"No peak estimate: {p.get('why_none')}. "
+    if p.get("caveat"):
+        head += f"*{p['caveat'][0].upper() + p['caveat'][1:]}.* "
+    g = p.get("measured_sgemm")
+    if g:
+        head += (f"For reference, {g['blas']} multiplies FP32 matrices ({g['n']}x{g['n']}, all cores) at "
+                 f"{g['sgemm_ops_per_s'] / 1e9:.0f} Gflop/s, which implies a clock of at least "
+                 f"{_f(p.get('implied_mhz_from_sgemm'), '.0f')} MHz")
+        head += (f"; this mode reaches {p['fraction_of_measured_sgemm'] * 100:.0f}% of that rate. "
+                 if p.get("fraction_of_measured_sgemm") is not None else
+                 " (an FP32 rate, not comparable with this mode's precision). ")
+    return head + "Formula: " + p["formula"] + "."
 
 
 def plots(d: dict, out: Path) -> list[Path]:
@@ -173,12 +351,12 @@ def plots(d: dict, out: Path) -> list[Path]:
     files = []
     lat = d["latency_batch1"]
     names = list(lat)
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.4 * len(names)))
     p50 = [lat[n]["p50_ms"] for n in names]
     lo = [lat[n]["p50_ms"] - lat[n]["min_ms"] for n in names]
     hi = [lat[n]["p99_ms"] - lat[n]["p50_ms"] for n in names]
-    colors = ["#9e9e9e" if lat[n]["kind"] == "keras" else "#1f77b4" if lat[n]["kind"] == "edge" else "#ff7f0e"
-              for n in names]
+    palette = {"keras": "#9e9e9e", "edge": "#1f77b4", "peer": "#ff7f0e", "peer-extra": "#ffbb78"}
+    colors = [palette.get(lat[n]["kind"], "#ff7f0e") for n in names]
     ax.barh(names, p50, xerr=[lo, hi], color=colors, capsize=4)
     for i, (v, n) in enumerate(zip(p50, names)):
         ax.text(lat[n]["p99_ms"], i, f"  p50 {v:.1f} ms", va="center", ha="left", fontsize=9)
@@ -189,13 +367,14 @@ def plots(d: dict, out: Path) -> list[Path]:
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color="#9e9e9e", label="Keras / TensorFlow"), Patch(color="#1f77b4", label="edge-classify"),
-                       Patch(color="#ff7f0e", label="peer")], loc="lower right")
+                       Patch(color="#ff7f0e", label="peer"), Patch(color="#ffbb78", label="peer, extra")],
+              loc="lower right")
     fig.tight_layout()
     files.append(out / "latency.png")
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for n, by_batch in d["throughput"].items():
         bs = sorted(by_batch, key=int)
         ax.plot([int(b) for b in bs], [by_batch[b]["images_per_s"] for b in bs], marker="o", label=n)
@@ -204,7 +383,7 @@ def plots(d: dict, out: Path) -> list[Path]:
     ax.set_xlabel("batch size")
     ax.set_ylabel("throughput, images/s (p50)")
     ax.set_title("Throughput vs batch size (higher is better)")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     files.append(out / "throughput.png")

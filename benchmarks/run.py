@@ -1,28 +1,27 @@
 """``edge-bench``: the whole comparison in one command -> report.md, report.json, PNG plots.
 
-    edge-bench                      # default run, ~5 minutes on 2 cores
+    edge-bench                      # default run, 5-7 minutes on 2 cores
     edge-bench --quick              # smoke run, under 2 minutes (what CI runs)
     edge-bench --model m.onnx --weights w.weights.h5 -o bench-out
 
 Without ``--model``, it builds ResNet50 with random weights (seed 0; speed does not
 depend on the weights, and the report says so), saves those weights for the Keras rows,
 and exports FP32 + FP16 + INT8 (calibrated on the sample photos; not in --quick) with
-``export-model``'s own pipeline.
+``export-model``'s own pipeline. Every timed system runs in its own worker process
+(worker.py); this process only conducts, and never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from .model_files import calibration_photos, sample_photos
 
-SECTIONS = ["model", "latency", "throughput", "preprocessing", "cold start", "warm bulk", "report"]
+SECTIONS = ["model", "latency", "throughput", "isolation", "preprocessing", "cold start", "warm bulk", "report"]
 
 
 class Progress:
@@ -38,198 +37,60 @@ class Progress:
 
 
 PLANS = {
-    # iterations per measurement
-    "default": {"latency": 100, "throughput": {1: 30, 8: 6, 32: 3}, "cold_runs": 3, "bulk_images": 64, "bulk_rounds": 7,
-                "preprocess_rounds": 5},
-    "quick": {"latency": 8, "throughput": {1: 3, 8: 1, 32: 1}, "cold_runs": 1, "bulk_images": 16, "bulk_rounds": 1,
-              "preprocess_rounds": 1, "throughput_warmup": 0},
+    # latency: (rounds, calls per round); throughput: batch -> (rounds, calls per round)
+    # A batch size a worker has not run yet gets one untimed call first (worker.py: "ready"),
+    # so throughput needs no further warm-up. --quick, a smoke run, saves that call, settles
+    # engine="auto"'s choice for the FP32 file only (the cold-start and warm-bulk file), skips
+    # the per-precision cold runs, and builds the workers in parallel.
+    "default": {"latency": (20, 5), "throughput": {1: (10, 3), 8: (8, 1), 32: (3, 1)}, "throughput_warmup": 0,
+                "ready_run": True, "gap_s": 0.05, "cold_runs": 3, "cold_by_precision": True, "bulk_images": 64,
+                "bulk_rounds": 7, "bulk_file": "best edge mode", "preprocess_rounds": 20, "parallel_build": False,
+                "settle_engine_choice": ("fp32", "fp16", "int8")},
+    "quick": {"latency": (4, 2), "throughput": {1: (2, 2), 8: (2, 1), 32: (1, 1)}, "throughput_warmup": 0,
+              "ready_run": False, "gap_s": 0.02, "cold_runs": 1, "cold_by_precision": False, "bulk_images": 16,
+              "bulk_rounds": 1, "bulk_file": "fp32", "preprocess_rounds": 3, "parallel_build": True,
+              "settle_engine_choice": ("fp32",)},
 }
 
 
-def sample_photos() -> list[Path]:
-    """The package's sample photos, plus scikit-image's full-size ones when installed."""
-    from edge_classify.export.verify import sample_images
+def quantize_for_peer(m: dict, out: Path, prog: Progress) -> tuple[Path | None, str | None]:
+    """NNCF INT8 of the FP32 file on the same calibration photos, in a throwaway worker."""
+    from .pool import WorkerError, task
 
-    photos = sample_images()
+    photos = calibration_photos(m["fp32"])
     try:
-        import skimage
-
-        data = Path(skimage.__file__).parent / "data"
-        photos += [data / f for f in ("astronaut.png", "coffee.png", "motorcycle_left.png", "rocket.jpg",
-                                      "hubble_deep_field.jpg") if (data / f).is_file()]
-    except ImportError:
-        pass
-    return photos
-
-
-def prepare_model(out: Path, model: Path | None, weights: Path | None, prog: Progress, quick: bool = False) -> dict:
-    """Exported FP32 (+FP16/INT8 if present) and the Keras weights they came from."""
-    if model is not None:
-        if weights is None:
-            raise SystemExit("edge-bench: --model needs --weights (the Keras weights it was exported from)")
-        sib = {pr: model.with_name(model.name.replace(".onnx", f".{pr}.onnx")) for pr in ("fp16", "int8")}
-        return {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()},
-                "weights": weights, "origin": "given"}
-    from edge_classify.export.keras_model import import_tensorflow
-    from edge_classify.export.pipeline import export_model
-
-    import_tensorflow()
-    import keras
-
-    mdir = out / "model"
-    mdir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(0)
-    weights = mdir / "resnet50-random.weights.h5"
-    keras.applications.ResNet50(weights=None).save_weights(str(weights))
-    calib = mdir / "calib"
-    calib.mkdir(exist_ok=True)
-    for p in sample_photos():
-        shutil.copy(p, calib / p.name)
-    int8 = len(list(calib.iterdir())) >= 8 and not quick
-    prog.say(f"exporting FP32 + FP16{' + INT8' if int8 else ''} from random weights (seed 0) with export-model's pipeline")
-    result = export_model(mdir / "resnet50.onnx", weights=str(weights), fp16=True, int8=int8,
-                          calib=str(calib) if int8 else None, progress=False)
-    files = {f.precision: f.path for f in result.files}
-    return {"fp32": files["fp32"], "fp16": files.get("fp16"), "int8": files.get("int8"), "weights": weights,
-            "origin": "random (seed 0)"}
+        res = task("nncf_quantize", {"model": str(m["fp32"]), "calib": [str(p) for p in photos],
+                                     "save": str(out / "model-nncf" / "resnet50.nncf-int8.xml")}, out / "workers")
+    except WorkerError as exc:
+        return None, f"NNCF quantization failed, its peer row skipped: {exc}"
+    prog.say(f"NNCF int8 for the peer: {res['calibration_images']} calibration photos, {res['quantize_s']:.1f} s")
+    return Path(res["path"]), (f"OpenVINO NNCF int8: nncf {res['nncf']} quantize() of the FP32 ONNX file on the "
+                               f"{res['calibration_images']} photos our INT8 file was calibrated on "
+                               f"({res['quantize_s']:.1f} s), saved as OpenVINO IR")
 
 
-def build_keras(weights: Path):
-    from edge_classify.export.keras_model import import_tensorflow
+def engine_auto(files: dict, threads, out: Path, prog: Progress, settle: tuple[str, ...], max_runs: int = 4) -> dict:
+    """What ``Classifier(engine="auto")`` picks per file, in fresh processes before anything
+    else runs: on first sight of a model, auto times both engines, over its first few runs.
+    Those runs happen here, until the choice is settled, so that the cold-start and warm-bulk
+    sections time the steady state (as they do for the optimised-graph cache) instead of a
+    run that is also measuring engines."""
+    from .pool import WorkerError, task
 
-    import_tensorflow()
-    import keras
-
-    m = keras.applications.ResNet50(weights=None)
-    m.load_weights(str(weights))
-    return m
-
-
-def bench_latency(systems, x, plan, prog) -> dict:
-    from .stats import alternate, summarize
-
-    prog.section("latency", f"batch 1, {plan['latency']} alternating iterations of {len(systems)} systems")
-    samples = alternate({s.name: (lambda s=s: s.run(x)) for s in systems}, plan["latency"], warmup=3,
-                        progress=lambda m: prog.say(f"latency {m}"))
-    return {name: summarize(v) for name, v in samples.items()}
-
-
-def bench_throughput(make_systems, plan, prog) -> dict:
-    from .stats import alternate, summarize
-
-    prog.section("throughput", "batch 1, 8, 32")
-    out: dict[str, dict] = {}
-    rng = np.random.default_rng(1)
-    for batch, iters in plan["throughput"].items():
-        x = rng.uniform(-120, 150, (batch, 224, 224, 3)).astype(np.float32)
-        systems = make_systems(batch)
-        samples = alternate({s.name: (lambda s=s, x=x: s.run(x)) for s in systems}, iters,
-                            warmup=plan.get("throughput_warmup", 1))
-        for name, v in samples.items():
-            st = summarize(v)
-            out.setdefault(name, {})[str(batch)] = {"images_per_s": batch / (st["p50_ms"] / 1e3), **st}
-        prog.say(f"batch {batch}: " + ", ".join(f"{n} {out[n][str(batch)]['images_per_s']:.1f} img/s" for n in samples))
-    return out
-
-
-def bench_preprocessing(photos, plan, prog) -> dict:
-    import keras
-    from keras.applications.resnet50 import preprocess_input
-
-    from edge_classify.runtime import preprocess
-    from edge_classify.runtime.contract import PreprocessSpec
-
-    from .stats import alternate, summarize
-
-    prog.section("preprocessing", f"{len(photos)} real photos, OpenCV path vs Keras load_img + preprocess_input")
-    spec = PreprocessSpec.keras("caffe")
-
-    def ours():
-        return preprocess.preprocess(photos, spec)
-
-    def theirs():
-        arrays = [keras.utils.img_to_array(keras.utils.load_img(str(p), target_size=(224, 224))) for p in photos]
-        return preprocess_input(np.stack(arrays))
-
-    identical = float(np.abs(ours() - theirs()).max()) == 0.0
-    samples = alternate({"edge-classify (OpenCV)": ours, "keras (PIL)": theirs}, 10 * plan["preprocess_rounds"], warmup=2)
-    res = {}
-    for name, v in samples.items():
-        st = summarize([t / len(photos) for t in v])
-        res[name] = {"ms_per_image_p50": st["p50_ms"], **st}
-    res["identical_outputs"] = identical
-    res["speedup"] = res["keras (PIL)"]["p50_ms"] / res["edge-classify (OpenCV)"]["p50_ms"]
-    return res
-
-
-def bench_cold_start(model, weights, image, plan, prog) -> dict:
-    from .cold_start import run as cold_run
-
-    prog.section("cold start", f"{plan['cold_runs']} alternating fresh processes each")
-    return cold_run(str(model), str(weights), str(image), plan["cold_runs"], log=prog.say)
-
-
-def bench_cold_by_precision(m: dict, precisions: list[str], image, runs: int, prog) -> dict:
-    """Cold edge-classify per exported precision: wall and peak RSS (medians)."""
-    import statistics
-
-    from .cold_start import edge_command, measure
-
-    out = {}
-    for pr in precisions:
-        rows = [measure(edge_command(str(m[pr]), str(image))) for _ in range(runs)]
-        out[pr] = {"wall_s_median": statistics.median(r[0] for r in rows),
-                   "peak_rss_mib_median": statistics.median(r[1] for r in rows), "runs": len(rows),
-                   "size_mib": m[pr].stat().st_size / 2**20}
-        prog.say(f"cold {pr}: {out[pr]['wall_s_median']:.2f} s, {out[pr]['peak_rss_mib_median']:.0f} MiB")
-    return out
-
-
-def bench_warm_bulk(model, photos, n, rounds, prog, batch=8) -> dict:
-    """Classify a folder of JPEGs (decode + preprocess + inference, overlapped) vs pure
-    inference on the same number of already-preprocessed images at the same batch size.
-
-    Both are timed in alternating rounds within this section, so the ratio is not at the
-    mercy of machine drift between sections.
-    """
-    import statistics
-
-    import cv2
-
-    from edge_classify.runtime import Classifier, preprocess
-
-    prog.section("warm bulk", f"{n} images, batch {batch}, {rounds} alternating rounds")
-    folder = Path(tempfile.mkdtemp(prefix="edge-bench-bulk-"))
-    try:
-        paths = []
-        for i in range(n):  # distinct files: real photos re-encoded at varying quality
-            img = preprocess.load(photos[i % len(photos)])
-            p = folder / f"img{i:04d}.jpg"
-            cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 70 + i % 25])
-            paths.append(p)
-        clf = Classifier(model, providers="cpu", batch_size=batch)
-        tensor = preprocess.preprocess(paths[:batch], clf.contract.preprocess)
-        clf.classify(paths[:batch])  # warm-up both paths
-        clf.run(tensor)
-        bulk, pure = [], []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            results = clf.classify(paths, top_k=3)
-            bulk.append(time.perf_counter() - t0)
-            time.sleep(0.05)
-            t0 = time.perf_counter()
-            for _ in range(0, n, batch):
-                clf.run(tensor)
-            pure.append(time.perf_counter() - t0)
-            time.sleep(0.05)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    if not all(r.ok for r in results):
-        raise SystemExit("edge-bench: warm bulk: some images failed to classify")
-    ips, pure_ips = n / statistics.median(bulk), n / statistics.median(pure)
-    prog.say(f"bulk {ips:.1f} img/s vs pure inference {pure_ips:.1f} img/s")
-    return {"images": n, "batch_size": batch, "rounds": rounds, "wall_s_median": statistics.median(bulk),
-            "images_per_s": ips, "pure_inference_images_per_s": pure_ips, "ratio_vs_pure_inference": ips / pure_ips}
+    picks = {}
+    for pr, path in files.items():
+        try:
+            for run in range(1, (max_runs if pr in settle else 1) + 1):
+                pick = task("engine_choice", {"model": str(path), "threads": threads}, out / "workers",
+                            label=f"engine-auto-{pr}")
+                pick["runs_measuring"] = run if pick["measured_now"] else run - 1
+                if pick["settled"] or not pick["measured_now"]:
+                    break
+            picks[pr] = pick
+            prog.say(f"engine auto, {pr} file: {pick['engine']} ({pick['reason']})")
+        except WorkerError as exc:
+            picks[pr] = {"error": str(exc).splitlines()[0]}
+    return picks
 
 
 def main(argv=None) -> int:
@@ -237,85 +98,137 @@ def main(argv=None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--out", type=Path, default=Path("bench-out"), help="output folder (default: bench-out)")
     p.add_argument("--quick", action="store_true", help="smoke run: few iterations, under 2 minutes")
-    p.add_argument("--model", type=Path, default=None, help="exported FP32 .onnx (its .fp16.onnx sibling is used too)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="exported FP32 .onnx (its .fp16.onnx / .int8.onnx siblings are used too)")
     p.add_argument("--weights", type=Path, default=None, help="Keras weights --model was exported from")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: each's own)")
     p.add_argument("--no-openvino", action="store_true", help="leave OpenVINO out even if installed")
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
 
-    from . import report, systems
-    from .env import environment
+    from . import (
+        cold_start,
+        inference,
+        lineup,
+        model_files,
+        peak,
+        preprocessing,
+        report,
+        systems,
+        warm_bulk,
+    )
+    from .env import cpu_flag_set, environment
+    from .pool import Pool
 
     plan = PLANS["quick" if args.quick else "default"]
-    # Keep the runtime's optimised-graph cache with the report, not in ~/.cache.
+    # Keep the runtime's caches (optimised graphs, engine choices) with the report, not in ~/.cache.
     os.environ.setdefault("EDGE_CLASSIFY_HOME", str((args.out / "home").resolve()))
     prog = Progress(args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    env = environment({"requested": args.threads})
 
     prog.section("model")
-    m = prepare_model(args.out, args.model, args.weights, prog, quick=args.quick)
-    if args.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    keras_model = build_keras(m["weights"])
-    precisions = [pr for pr in ("fp32", "fp16", "int8") if m.get(pr)]
+    m = model_files.prepare(args.out, args.model, args.weights, prog.say, quick=args.quick)
+    files = {pr: m[pr] for pr in ("fp32", "fp16", "int8") if m.get(pr)}
     have_ov = systems.openvino_available() and not args.no_openvino
-    have_ovep = systems.ort_openvino_ep_available()
+    engines = ["onnxruntime"] + (["openvino"] if have_ov else [])
     notes = [f"weights: {m['origin']}; latency does not depend on weight values"]
     if not have_ov:
-        notes.append("OpenVINO not installed (pip install openvino): peer rows skipped")
-    if not have_ovep:
-        notes.append("ONNX Runtime's OpenVINO execution provider not installed "
-                     "(the onnxruntime-openvino distribution, extra [openvino]): its rows skipped")
+        notes.append("OpenVINO not installed (pip install openvino, the [bench] extra) or --no-openvino: the "
+                     "OpenVINO peers and edge-classify's openvino rows skipped")
+    if not systems.ort_openvino_ep_available():
+        notes.append("ONNX Runtime's OpenVINO execution provider not installed (onnxruntime-openvino, "
+                     "extra [ort-openvino]): its rows skipped")
     if not m.get("int8"):
-        notes.append("no INT8 rows: --quick skips the INT8 export; otherwise export with --int8 --calib "
-                     "(edge-bench calibrates on scikit-image's photos when it is installed)")
+        notes.append("no INT8 rows: --quick skips the INT8 export; otherwise export with --int8 --calib")
 
-    x1 = np.random.default_rng(0).uniform(-120, 150, (1, 224, 224, 3)).astype(np.float32)
-    lat_systems = [systems.keras_predict(keras_model), systems.keras_tf_function(keras_model)]
-    lat_systems += [systems.edge(m[pr], pr, args.threads) for pr in precisions]
-    if have_ovep:  # our runtime with --provider openvino, on the FP32 and INT8 files
-        lat_systems += [systems.edge(m[pr], pr, args.threads, provider="openvino")
-                        for pr in ("fp32", "int8") if m.get(pr)]
-    if have_ov:
-        lat_systems.append(systems.openvino(m["fp32"], 1, args.threads))
-        if m.get("int8"):
-            lat_systems.append(systems.openvino(m["int8"], 1, args.threads, label="int8"))
-    reference = lat_systems[0].warm(x1)
-    agreement = {}
-    for s in lat_systems:
-        agreement[s.name] = float(np.abs(s.warm(x1) - reference).max())
-    latency = bench_latency(lat_systems, x1, plan, prog)
+    # The INT8 peer exists exactly when INT8 edge rows do: without it, an INT8 edge mode
+    # would be compared with FP32 peers.
+    nncf_ir = None
+    if have_ov and m.get("int8") and systems.nncf_available():
+        nncf_ir, note = quantize_for_peer(m, args.out, prog)
+        notes.append(note)
+    elif have_ov:
+        notes.append("OpenVINO NNCF int8 peer skipped: " + ("no INT8 file to match (--quick skips the INT8 export)"
+                                                           if not m.get("int8") else "nncf not installed"))
+    if m.get("int8") and nncf_ir is None:
+        notes.append("no INT8 peer: the headline compares the best edge mode, possibly INT8, with FP32 peers")
+    picks = engine_auto(files, args.threads, args.out, prog, plan["settle_engine_choice"])
+    unsettled = [pr for pr, p in picks.items() if not p.get("settled", True)]
+    if unsettled:
+        notes.append(f"engine=\"auto\" has not settled its choice for the {', '.join(unsettled)} file(s)"
+                     + (" (--quick settles only the FP32 file's)" if args.quick else "")
+                     + ": runs of those may still time both engines")
+    if not plan["cold_by_precision"]:
+        notes.append("--quick: no per-precision cold runs")
+    if not plan["ready_run"]:
+        notes.append("--quick: the first call at each throughput batch size is timed (no untimed first call)")
 
-    edge_sessions = {s.name: s for s in lat_systems if s.kind == "edge"}
+    specs = (lineup.keras_specs(m["weights"], args.threads)
+             + lineup.edge_specs(files, engines, args.threads, systems.ort_openvino_ep_available())
+             + lineup.peer_specs(m["fp32"], m.get("int8"), nncf_ir, have_ov, args.threads))
+    inputs = inference.write_inputs(args.out / "inputs", [1, *plan["throughput"]])
+    with Pool(args.out / "workers") as pool:
+        prog.say(f"building {len(specs)} systems, one worker process each"
+                 + (" (in parallel)" if plan["parallel_build"] else ""))
+        for spec, err in pool.build(specs, parallel=plan["parallel_build"]):
+            if spec.get("kind", "").startswith("peer") or spec.get("engine", "onnxruntime") != "onnxruntime":
+                notes.append(f"{spec['name']} skipped: {err.splitlines()[0]}")
+            else:
+                raise SystemExit(f"edge-bench: {err}")
+        if plan["parallel_build"]:
+            notes.append("--quick builds the systems in parallel: their create_s include waiting for the CPU")
+        agreement = inference.outputs(list(pool), inputs[1], args.out / "outputs", lineup.KERAS_PREDICT)
 
-    def make_throughput(batch):
-        rows = list(edge_sessions.values())
-        if have_ov:
-            rows.append(systems.openvino(m["fp32"], batch, args.threads))
-            if m.get("int8"):
-                rows.append(systems.openvino(m["int8"], batch, args.threads, label="int8"))
-        return rows
+        rounds, iters = plan["latency"]
+        prog.section("latency", f"batch 1, {rounds} rounds x {iters} calls of {len(pool.workers)} workers")
+        lat = inference.latency(list(pool), inputs[1], plan, prog.say)
+        rows = {w.name: {"kind": w.meta["kind"], "precision": w.meta["precision"],
+                         "engine": w.meta["info"].get("engine"), "device": w.meta["info"].get("device"),
+                         **lat[w.name], "create_s": w.meta["create_s"], **agreement[w.name],
+                         "notes": w.meta["notes"], "info": w.meta["info"]} for w in pool}
 
-    throughput = bench_throughput(make_throughput, plan, prog)
+        prog.section("throughput", "batch " + ", ".join(map(str, plan["throughput"])))
+        tp_workers = [w for w in pool if w.meta["kind"] != "keras"]
+        throughput = inference.throughput(tp_workers, inputs, plan, prog.say)
+
+        best_edge = min((n for n in rows if rows[n]["kind"] == "edge"), key=lambda n: rows[n]["p50_ms"])
+        prog.section("isolation", f"{best_edge} alone, every other worker shut down")
+        isolation = inference.isolation(pool, best_edge, inputs[1], plan, rows[best_edge], prog.say)
+
+    sgemm = peak.measured_sgemm()  # every worker is shut down: all cores for the matrix multiply
+    prog.say(f"FP32 GEMM reference ({sgemm['blas']}): {sgemm['sgemm_ops_per_s'] / 1e9:.0f} Gflop/s")
+
+    prog.section("preprocessing", "OpenCV path vs Keras load_img + preprocess_input, one worker each")
     photos = sample_photos()
-    prep = bench_preprocessing(photos, plan, prog)
-    cold = bench_cold_start(m["fp32"], m["weights"], photos[0], plan, prog)
-    cold["by_precision"] = bench_cold_by_precision(m, precisions, photos[0], plan["cold_runs"], prog)
-    bulk = bench_warm_bulk(m["fp32"], photos, plan["bulk_images"], plan["bulk_rounds"], prog)
+    prep = preprocessing.run(photos, plan, args.out, prog.say)
+
+    prog.section("cold start", f"{plan['cold_runs']} alternating fresh processes each")
+    cold = cold_start.run(str(m["fp32"]), str(m["weights"]), str(photos[0]), plan["cold_runs"], log=prog.say)
+    if plan["cold_by_precision"]:
+        cold["by_precision"] = cold_start.by_precision(files, str(photos[0]), plan["cold_runs"], log=prog.say)
+
+    bulk_file = files["fp32"]
+    if plan["bulk_file"] == "best edge mode":
+        bulk_file = files[rows[best_edge]["info"].get("file_precision", "fp32")]
+    prog.section("warm bulk", f"{plan['bulk_images']} images, batch 8, {plan['bulk_rounds']} rounds, {bulk_file.name}")
+    bulk = warm_bulk.run(bulk_file, photos, plan["bulk_images"], plan["bulk_rounds"], prog.say,
+                         gap_s=plan["gap_s"])
 
     prog.section("report", str(args.out))
+    try:
+        env["load_average_at_end"] = os.getloadavg()
+    except OSError:
+        pass
+    peak_ops = peak.report(throughput[best_edge]["8"]["images_per_s"], rows[best_edge]["precision"], best_edge,
+                           m["fp32"], env["cpu_for_peak"], cpu_flag_set(), sgemm)
     data = report.assemble(
-        mode="quick" if args.quick else "default",
-        environment=environment({"requested": args.threads}),
+        mode="quick" if args.quick else "default", plan=plan, environment=env,
         model={"arch": "resnet50", "weights": m["origin"],
-               "files": {pr: {"path": str(m[pr]), "size_mib": m[pr].stat().st_size / 2**20} for pr in precisions}},
-        systems=lat_systems, agreement=agreement, latency=latency, throughput=throughput,
-        preprocessing=prep, cold_start=cold, warm_bulk=bulk, notes=notes,
-        wall_s=time.perf_counter() - t_start,
+               "files": {pr: {"path": str(f), "size_mib": f.stat().st_size / 2**20} for pr, f in files.items()}},
+        rows=rows, throughput=throughput, isolation=isolation, engine_auto=picks, preprocessing=prep,
+        cold_start=cold, warm_bulk=bulk, peak_ops=peak_ops, notes=notes, wall_s=time.perf_counter() - t_start,
     )
     report.write(args.out, data)
     print(report.headline(data))

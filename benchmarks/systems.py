@@ -1,79 +1,212 @@
-"""The systems being compared, each wrapped as ``run(batch) -> probabilities``.
+"""The systems being compared, each built from a JSON spec inside its own worker process.
 
-One row per system: Keras ``predict``, Keras under ``tf.function`` (the fair TensorFlow
-baseline: no per-call ``predict`` overhead), edge-classify's ONNX Runtime sessions per
-precision, and OpenVINO on the same ONNX file when it is installed. Creation time and
-first-inference time are recorded as each system is built.
+A spec (``{"type": ..., ...}``) names what to build; ``build(spec)`` returns a ``System``
+whose ``run(x)`` maps an input batch to the system's output. Types:
+
+- ``keras``: Keras ``predict``, or Keras under ``tf.function`` (the fair TensorFlow
+  baseline: no per-call ``predict`` overhead). TensorFlow is imported only here.
+- ``edge``: edge-classify's ``Classifier`` on one exported file with one engine, so the
+  rows time the runner the product uses (``clf.runner``).
+- ``ort``: plain ``onnxruntime.InferenceSession`` with default options (a peer).
+- ``openvino``: the OpenVINO runtime with default config on an ONNX or IR file (a peer),
+  one compiled model per batch size, each reshaped to that static batch.
+- ``preprocess``: the image pipeline alone (OpenCV path or Keras' PIL path); ``x`` is ignored.
+
+The spec's ``name`` and ``kind`` (keras | edge | peer | peer-extra | preprocess) label the row.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 @dataclass
 class System:
     name: str
-    kind: str  # keras | edge | peer
-    precision: str
+    kind: str
+    precision: str  # what really computes: fp32 | fp16 | int8 | bf16
     run: Callable[[np.ndarray], np.ndarray]
     create_s: float = 0.0
-    first_inference_ms: float | None = None
     notes: list[str] = field(default_factory=list)
-
-    def warm(self, x: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        out = np.asarray(self.run(x))
-        if self.first_inference_ms is None:
-            self.first_inference_ms = (time.perf_counter() - t0) * 1e3
-        return out
+    info: dict = field(default_factory=dict)  # engine, device, ... as JSON
+    prepare: Callable[[int], float] | None = None  # compile for a batch size ahead of timing; seconds
 
 
-def keras_predict(model) -> System:
-    return System("keras predict", "keras", "fp32", lambda x: model.predict(x, verbose=0))
-
-
-def keras_tf_function(model, input_shape=(224, 224, 3)) -> System:
-    import tensorflow as tf
-
+def build(spec: dict) -> System:
+    builder = {"keras": keras, "edge": edge, "ort": ort_plain, "openvino": openvino,
+               "preprocess": preprocess}[spec["type"]]
     t0 = time.perf_counter()
-    spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32)
-    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    fn.get_concrete_function()  # trace now, so tracing is creation time, not first inference
-    return System("keras tf.function", "keras", "fp32", lambda x: fn(tf.constant(x)).numpy(),
-                  create_s=time.perf_counter() - t0)
-
-
-def edge(path: Path, precision: str, threads: int | None = None, provider: str = "cpu") -> System:
-    """edge-classify's own session (optimised-graph cache, provider policy).
-
-    ``provider`` is ``cpu`` (the ORT CPU provider) or ``openvino`` (ORT's OpenVINO
-    execution provider, present only with the onnxruntime-openvino distribution).
-    """
-    from edge_classify.runtime import Classifier
-
-    t0 = time.perf_counter()
-    clf = Classifier(path, providers=provider, threads=threads, batch_size=1024)
-    name = f"edge-classify ORT {precision}" if provider == "cpu" else f"edge-classify ORT+{provider} EP {precision}"
-    s = System(name, "edge", precision, clf.run, create_s=time.perf_counter() - t0)
-    s.notes.append(f"provider {clf.provider}, optimised-graph cache {clf.cache_status}")
+    s = builder(spec)
+    s.create_s = time.perf_counter() - t0
     return s
 
 
-def ort_openvino_ep_available() -> bool:
-    """True when onnxruntime is the onnxruntime-openvino build (OpenVINO execution provider)."""
+# --- Keras -----------------------------------------------------------------------------
+def keras(spec: dict) -> System:
+    from edge_classify.export.keras_model import import_tensorflow
+
+    tf = import_tensorflow()
+    if spec.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+    import keras as k
+
+    model = k.applications.ResNet50(weights=None)
+    model.load_weights(spec["weights"])
+    info = {"engine": "tensorflow", "device": "CPU", "tensorflow": tf.__version__, "keras": k.__version__}
+    if spec["mode"] == "predict":
+        return System(spec["name"], "keras", "fp32", lambda x: model.predict(x, verbose=0), info=info)
+    sig = tf.TensorSpec((None, 224, 224, 3), tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[sig])
+    fn.get_concrete_function()  # trace now, so tracing is creation time, not first inference
+    return System(spec["name"], "keras", "fp32", lambda x: fn(tf.constant(x)).numpy(), info=info)
+
+
+# --- edge-classify -----------------------------------------------------------------------
+def edge(spec: dict) -> System:
+    """edge-classify's ``Classifier`` as a user runs it: ``clf.run`` on a preprocessed batch."""
+    from edge_classify.runtime import Classifier
+
+    kwargs = {"providers": spec.get("providers", "cpu"), "threads": spec.get("threads"), "batch_size": 1024}
+    if spec.get("engine"):
+        kwargs["engine"] = spec["engine"]
+    clf = Classifier(spec["model"], **kwargs)
+    runner = clf.runner
+    info = {"file_precision": spec["file_precision"], "provider": clf.provider, "engine": runner.engine,
+            "device": runner.device, "cache": runner.cache_status, "engine_reason": clf.engine_choice.reason}
+    precision = runner.precision
+    s = System(spec["name"], "edge", precision, clf.run, info=info)
+    s.notes.append(f"{info['engine']} on {info['device']}, computes {precision}, cache {info['cache']}")
+    return s
+
+
+def engine_choice(spec: dict) -> dict:
+    """What ``engine="auto"`` picks for a file, and why (it may time both engines once)."""
+    from edge_classify.runtime import Classifier
+
+    t0 = time.perf_counter()
+    clf = Classifier(spec["model"], engine="auto", providers="auto", threads=spec.get("threads"))
+    choice = clf.engine_choice
+    # A choice still being measured changes the next runs (they measure too); `settled`
+    # says whether it is final.
+    return {"engine": clf.runner.engine, "device": clf.runner.device, "precision": clf.runner.precision,
+            "reason": choice.reason, "settled": choice.settled,
+            "measured_now": choice.reason.startswith("measured now"), "create_s": time.perf_counter() - t0}
+
+
+# --- peers -----------------------------------------------------------------------------
+def ort_plain(spec: dict) -> System:
+    """ONNX Runtime as its documentation shows it: default session options, CPU provider."""
     import onnxruntime as ort
 
-    from edge_classify.runtime.providers import ALIASES
+    so = ort.SessionOptions()
+    if spec.get("threads"):
+        so.intra_op_num_threads = spec["threads"]
+    session = ort.InferenceSession(str(spec["model"]), so, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    s = System(spec["name"], spec.get("kind", "peer"), spec.get("precision", "fp32"),
+               lambda x: session.run(None, {name: x})[0],
+               info={"engine": "onnxruntime", "device": "CPUExecutionProvider", "onnxruntime": ort.__version__})
+    s.notes.append(f"onnxruntime {ort.__version__}, default SessionOptions")
+    return s
 
-    return ALIASES["openvino"] in ort.get_available_providers()
+
+def openvino(spec: dict) -> System:
+    """OpenVINO, default compile config, one static-batch compiled model per batch size.
+
+    ``precision`` in the spec is the file's (``int8`` for quantized models); the float
+    precision OpenVINO really computes in is read back from the compiled model: it is bf16
+    by default on CPUs with AMX, which a row labelled "fp32" would hide.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    source = core.read_model(str(spec["model"]))
+    port = source.inputs[0]
+    dims = [d.get_length() for d in list(port.partial_shape)[1:]]
+    config = {"INFERENCE_NUM_THREADS": spec["threads"]} if spec.get("threads") else {}
+    requests: dict[int, object] = {}
+    info: dict = {"engine": "openvino", "device": "CPU", "openvino": ov.__version__, "config": config or "default"}
+
+    def compile_for(batch: int) -> float:
+        t0 = time.perf_counter()
+        model = source.clone()
+        model.reshape({port.any_name: [batch] + dims})
+        compiled = core.compile_model(model, "CPU", config)
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        info["inference_precision_hint"] = hint
+        info["performance_hint"] = str(compiled.get_property("PERFORMANCE_HINT"))
+        info["num_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        requests[batch] = compiled.create_infer_request()
+        return time.perf_counter() - t0
+
+    def run(x):
+        request = requests.get(len(x))
+        if request is None:
+            compile_for(len(x))
+            request = requests[len(x)]
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    compile_for(1)
+    hint = OV_PRECISIONS.get(info["inference_precision_hint"], info["inference_precision_hint"])
+    file_precision = spec.get("precision", "fp32")
+    precision = file_precision if file_precision == "int8" else hint
+    s = System(spec["name"], spec.get("kind", "peer"), precision, run, info=info, prepare=compile_for)
+    s.notes.append(f"openvino {ov.__version__}, default config, static batch per size; "
+                   f"INFERENCE_PRECISION_HINT {info['inference_precision_hint']}"
+                   + (" (for its non-quantized ops)" if file_precision == "int8" else ""))
+    return s
 
 
+def nncf_quantize(spec: dict) -> dict:
+    """Post-training INT8 of the FP32 ONNX file with NNCF, on the calibration photos,
+    saved as OpenVINO IR: the peer's own INT8, next to ours on the same photos."""
+    import nncf
+    import openvino as ov
+    from edge_classify.runtime.contract import PreprocessSpec
+    from edge_classify.runtime.preprocess import preprocess as prep
+
+    t0 = time.perf_counter()
+    x = prep([Path(p) for p in spec["calib"]], PreprocessSpec.keras("caffe"))
+    model = ov.Core().read_model(str(spec["model"]))
+    quantized = nncf.quantize(model, nncf.Dataset([x[i:i + 1] for i in range(len(x))]), subset_size=len(x))
+    Path(spec["save"]).parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, spec["save"])
+    return {"path": spec["save"], "quantize_s": time.perf_counter() - t0, "calibration_images": len(x),
+            "nncf": nncf.__version__}
+
+
+# --- preprocessing -------------------------------------------------------------------
+def preprocess(spec: dict) -> System:
+    photos = [Path(p) for p in spec["photos"]]
+    if spec["impl"] == "opencv":
+        from edge_classify.runtime import preprocess as prep
+        from edge_classify.runtime.contract import PreprocessSpec
+
+        pspec = PreprocessSpec.keras("caffe")
+        return System(spec["name"], "preprocess", "fp32", lambda _x: prep.preprocess(photos, pspec))
+
+    from edge_classify.export.keras_model import import_tensorflow
+
+    import_tensorflow()
+    import keras as k
+    from keras.applications.resnet50 import preprocess_input
+
+    def keras_path(_x):
+        arrays = [k.utils.img_to_array(k.utils.load_img(str(p), target_size=(224, 224))) for p in photos]
+        return preprocess_input(np.stack(arrays))
+
+    return System(spec["name"], "preprocess", "fp32", keras_path)
+
+
+# --- what is installed ---------------------------------------------------------------
 def openvino_available() -> bool:
     try:
         import openvino  # noqa: F401
@@ -82,34 +215,15 @@ def openvino_available() -> bool:
     return True
 
 
-def openvino(path: Path, batch: int, threads: int | None = None, precision_hint: str | None = None,
-             label: str | None = None) -> System:
-    """OpenVINO on the same ONNX file, compiled for a static batch with the latency hint.
+def nncf_available() -> bool:
+    import importlib.util
 
-    ``label`` names the row (e.g. ``int8`` for the QDQ model, which OpenVINO runs in int8).
-    """
-    import openvino as ov
+    return importlib.util.find_spec("nncf") is not None
 
-    t0 = time.perf_counter()
-    core = ov.Core()
-    model = core.read_model(str(path))
-    dims = [d.get_length() for d in list(model.inputs[0].partial_shape)[1:]]
-    model.reshape({model.inputs[0].any_name: [batch] + dims})
-    config = {"PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    if precision_hint:
-        config["INFERENCE_PRECISION_HINT"] = precision_hint
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
 
-    def run(x):
-        request.infer({0: x})
-        return request.get_output_tensor(0).data.copy()
+def ort_openvino_ep_available() -> bool:
+    """True when onnxruntime is the onnxruntime-openvino build (OpenVINO execution provider)."""
+    import onnxruntime as ort
+    from edge_classify.runtime.providers import ALIASES
 
-    if label is None:
-        label = precision_hint or compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        label = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(label, label)
-    s = System(f"OpenVINO {label}", "peer", label, run, create_s=time.perf_counter() - t0)
-    s.notes.append(f"openvino {ov.__version__}, static batch {batch}, LATENCY hint")
-    return s
+    return ALIASES["openvino"] in ort.get_available_providers()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edge_classify.runtime import preprocess
 from edge_classify.runtime.contract import PreprocessSpec
 
@@ -40,13 +39,16 @@ def x1():
 
 
 @pytest.mark.benchmark(group="inference batch 1")
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_ort_batch1(benchmark, model_paths, x1, precision):
+def test_edge_batch1(benchmark, model_paths, x1, precision, engine):
     from edge_classify.runtime import Classifier
 
     if not model_paths.get(precision):
         pytest.skip(f"no {precision} model")
-    clf = Classifier(model_paths[precision], providers="cpu")
+    if engine == "openvino":
+        pytest.importorskip("openvino", reason="OpenVINO not installed (pip install openvino)")
+    clf = Classifier(model_paths[precision], providers="cpu", engine=engine)
     out = benchmark(clf.run, x1)
     assert out.shape == (1, 1000) and abs(float(out.sum()) - 1) < 1e-2
 
@@ -56,6 +58,6 @@ def test_openvino_batch1(benchmark, model_paths, x1):
     pytest.importorskip("openvino", reason="OpenVINO not installed (pip install openvino)")
     from edge_classify.benchmarks.systems import openvino
 
-    s = openvino(model_paths["fp32"], 1)
+    s = openvino({"name": "OpenVINO default", "model": str(model_paths["fp32"])})
     out = benchmark(s.run, x1)
     assert out.shape == (1, 1000)
