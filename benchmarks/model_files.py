@@ -48,7 +48,7 @@ def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: boo
     if model is not None:
         if weights is None:
             raise SystemExit("edge-bench: --model needs --weights (the Keras weights it was exported from)")
-        sib = {pr: model.with_name(model.name.replace(".onnx", f".{pr}.onnx")) for pr in ("fp16", "int8")}
+        sib = {pr: model.with_name(model.name.replace(".onnx", f".{pr}.onnx")) for pr in ("fp16", "int8", "tf2onnx")}
         return {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()},
                 "weights": weights, "origin": "given"}
     say(f"exporting FP32 + FP16{'' if quick else ' + INT8'} from random weights (seed 0) with export-model's "
@@ -58,8 +58,8 @@ def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: boo
     if p.returncode != 0:
         raise SystemExit(f"edge-bench: model export failed:\n{p.stderr[-2000:]}")
     files = json.loads(p.stdout.strip().splitlines()[-1])
-    return {pr: (Path(files[pr]) if files.get(pr) else None) for pr in ("fp32", "fp16", "int8", "weights")} | {
-        "origin": "random (seed 0)"}
+    return {pr: (Path(files[pr]) if files.get(pr) else None)
+            for pr in ("fp32", "fp16", "int8", "weights", "tf2onnx")} | {"origin": "random (seed 0)"}
 
 
 def _export(out: Path, quick: bool) -> dict:
@@ -79,10 +79,12 @@ def _export(out: Path, quick: bool) -> dict:
     for p in sample_photos():
         shutil.copy(p, calib / p.name)
     int8 = len(list(calib.iterdir())) >= 8 and not quick
+    converted = mdir / "resnet50.tf2onnx.onnx"  # the peers' starting point: tf2onnx's output, no rewrites
     result = export_model(mdir / "resnet50.onnx", weights=str(weights), fp16=True, int8=int8,
-                          calib=str(calib) if int8 else None, progress=False)
+                          calib=str(calib) if int8 else None, progress=False, converted_out=converted)
     files = {f.precision: str(f.path) for f in result.files}
-    return {"fp32": files["fp32"], "fp16": files.get("fp16"), "int8": files.get("int8"), "weights": str(weights)}
+    return {"fp32": files["fp32"], "fp16": files.get("fp16"), "int8": files.get("int8"), "weights": str(weights),
+            "tf2onnx": str(converted)}
 
 
 if __name__ == "__main__":

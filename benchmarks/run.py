@@ -53,18 +53,24 @@ PLANS = {
 }
 
 
+def peer_source(m: dict) -> Path:
+    """The FP32 file peers start from: tf2onnx's output as converted (no edge-classify
+    rewrites) when the export kept it, else our FP32 file."""
+    return m.get("tf2onnx") or m["fp32"]
+
+
 def quantize_for_peer(m: dict, out: Path, prog: Progress) -> tuple[Path | None, str | None]:
     """NNCF INT8 of the FP32 file on the same calibration photos, in a throwaway worker."""
     from .pool import WorkerError, task
 
     photos = calibration_photos(m["fp32"])
     try:
-        res = task("nncf_quantize", {"model": str(m["fp32"]), "calib": [str(p) for p in photos],
+        res = task("nncf_quantize", {"model": str(peer_source(m)), "calib": [str(p) for p in photos],
                                      "save": str(out / "model-nncf" / "resnet50.nncf-int8.xml")}, out / "workers")
     except WorkerError as exc:
         return None, f"NNCF quantization failed, its peer row skipped: {exc}"
     prog.say(f"NNCF int8 for the peer: {res['calibration_images']} calibration photos, {res['quantize_s']:.1f} s")
-    return Path(res["path"]), (f"OpenVINO NNCF int8: nncf {res['nncf']} quantize() of the FP32 ONNX file on the "
+    return Path(res["path"]), (f"OpenVINO NNCF int8: nncf {res['nncf']} quantize() of {peer_source(m).name} on the "
                                f"{res['calibration_images']} photos our INT8 file was calibrated on "
                                f"({res['quantize_s']:.1f} s), saved as OpenVINO IR")
 
@@ -140,6 +146,9 @@ def main(argv=None) -> int:
     if not systems.ort_openvino_ep_available():
         notes.append("ONNX Runtime's OpenVINO execution provider not installed (onnxruntime-openvino, "
                      "extra [ort-openvino]): its rows skipped")
+    notes.append(f"peers start from {peer_source(m).name}"
+                 + (": tf2onnx's output as converted, without edge-classify's exact graph rewrite"
+                    if m.get("tf2onnx") else ": the same FP32 file as edge-classify (no tf2onnx output beside it)"))
     if not m.get("int8"):
         notes.append("no INT8 rows: --quick skips the INT8 export; otherwise export with --int8 --calib")
 
@@ -167,7 +176,7 @@ def main(argv=None) -> int:
 
     specs = (lineup.keras_specs(m["weights"], args.threads)
              + lineup.edge_specs(files, engines, args.threads, systems.ort_openvino_ep_available())
-             + lineup.peer_specs(m["fp32"], m.get("int8"), nncf_ir, have_ov, args.threads))
+             + lineup.peer_specs(peer_source(m), m.get("int8"), nncf_ir, have_ov, args.threads))
     inputs = inference.write_inputs(args.out / "inputs", [1, *plan["throughput"]])
     with Pool(args.out / "workers") as pool:
         prog.say(f"building {len(specs)} systems, one worker process each"

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import datetime as _dt
 import gc
+import os
 import platform
 import sys
 import tempfile
@@ -141,6 +142,7 @@ def export_model(
     precision: str = "fixed",
     bf16: bool = False,
     hardware_bf16: bool | None = None,
+    converted_out: str | os.PathLike | None = None,
 ) -> ExportResult:
     """Export ``arch``; FP32 always, FP16/INT8 on request; ``precision="auto"`` keeps one.
 
@@ -149,6 +151,8 @@ def export_model(
     records it in the FP32 model (no BF16 file). Where BF16 cannot be measured (no native
     BF16, no OpenVINO) nothing fails: ``ExportResult.bf16_not_measured`` says why and the
     model carries no BF16 figure. ``hardware_bf16`` overrides the CPU's answer (tests).
+    ``converted_out`` also saves tf2onnx's output before any rewrite (no contract): the
+    file a peer starts from in ``edge-bench``.
     """
     if arch not in keras_model.ARCHS:
         raise EdgeClassifyError(f"unknown architecture {arch!r}", hint=f"choose from {', '.join(keras_model.ARCHS)}", exit_code=2)
@@ -197,7 +201,9 @@ def export_model(
         except Exception as exc:  # tf2onnx raises assorted types (unsupported opset, ops)
             raise EdgeClassifyError(f"ONNX conversion failed: {first_line(exc)}",
                                     hint="try the default --opset 17") from None
-        # Exact rewrites (bit-identical outputs) that ONNX Runtime's CPU kernels run faster;
+        if converted_out is not None:  # as tf2onnx made it: what a peer would start from
+            convert.atomic_write(Path(converted_out), protos["fp32"].SerializeToString())
+        # Exact rewrites (bit-identical outputs) that both engines run faster (graph_passes.py);
         # the parity check below still judges the result against Keras.
         provenance["graph_rewrites"] = graph_passes.optimize(protos["fp32"])
         if progress:
