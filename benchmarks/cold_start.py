@@ -98,6 +98,14 @@ def run(model: str, weights: str, image: str, runs: int, threads: int | None = N
             outputs[name] = out
             log(f"run {i + 1}/{runs} {name:14s} {wall:6.2f} s  {rss:7.1f} MiB")
     summary = {}
+    # Which engine the CLI's defaults ran (`auto` decides per run: a one-image run may take
+    # another engine than a bulk run): one more, untimed run, with JSON rows.
+    probe = subprocess.run(edge + ["--json"], capture_output=True, text=True)
+    try:
+        row = json.loads(probe.stdout.splitlines()[0])
+        used = {"engine": row.get("engine"), "precision": row.get("precision"), "provider": row.get("provider")}
+    except (IndexError, ValueError):
+        used = {}
     for name, rows in results.items():
         summary[name] = {
             "wall_s_median": statistics.median(r["wall_s"] for r in rows),
@@ -106,6 +114,7 @@ def run(model: str, weights: str, image: str, runs: int, threads: int | None = N
             "stdout": outputs[name],
         }
     e, k = summary["edge-classify"], summary["keras-script"]
+    e["ran_on"] = used
     summary["ratios"] = {
         "wall_edge_over_keras": e["wall_s_median"] / k["wall_s_median"],
         "rss_edge_over_keras": e["peak_rss_mib_median"] / k["peak_rss_mib_median"],

@@ -272,10 +272,11 @@ def markdown(d: dict) -> str:
                   [[n, f"{d['cold_start'][n]['wall_s_median']:.2f}", f"{d['cold_start'][n]['peak_rss_mib_median']:.0f}",
                     len(d["cold_start"][n]["runs"])] for n in ("edge-classify", "keras-script")]),
         f"Ratio edge/keras: wall {r['cold_wall_edge_over_keras']:.3f}, peak RSS {r['cold_rss_edge_over_keras']:.3f}. "
-        "The CLI runs with its defaults, so with the engine `auto` picks"
-        + (f" (for the FP32 file: {d['engine_auto']['fp32'].get('engine')}, settled: "
-           f"{d['engine_auto']['fp32'].get('settled')})" if (d.get("engine_auto") or {}).get("fp32") else "")
-        + "; its caches (optimised graph, engine choice) are warm, as after `export-model`.",
+        "The CLI runs with its defaults, so with the engine `auto` picks for a one-image run"
+        + (f" ({(d['cold_start']['edge-classify'].get('ran_on') or {}).get('engine')}, computing in "
+           f"{(d['cold_start']['edge-classify'].get('ran_on') or {}).get('precision')})"
+           if (d["cold_start"]["edge-classify"].get("ran_on") or {}).get("engine") else "")
+        + "; its caches (optimised graph, compiled blobs, engine choice) are warm, as after `export-model`.",
         "Cold `edge-classify` per precision (same image):" if d["cold_start"].get("by_precision") else "",
         _md_table(["precision", "model MiB", "median wall s", "median peak RSS MiB"],
                   [[p, f"{row['size_mib']:.1f}", f"{row['wall_s_median']:.2f}", f"{row['peak_rss_mib_median']:.0f}"]

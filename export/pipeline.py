@@ -265,7 +265,14 @@ def export_model(
         acts = choose_precision.int8_activations(int8_activations)
         with prog.stage("quantize to INT8", f"{len(calib_set.calibrate)} calibration + {len(calib_set.holdout)} "
                         f"held-out images of {calib_set.found}, {calib_method}, per-channel, {acts} activations"):
-            q = quantize.onnx_to_int8(blobs["fp32"][0], calib_set.calibrate, preprocess, convert.INPUT_NAME,
+            # The INT8 file is quantized from the graph with every exact rewrite: OpenVINO runs
+            # the QDQ file faster with the strided 1x1 convolutions rewritten, the FP32 file
+            # slower (graph_passes.py).
+            int8_source = onnx_load(blobs["fp32"][0])
+            int8_rewrites = {**provenance["graph_rewrites"],
+                             **graph_passes.optimize(int8_source, graph_passes.INT8_EXTRA)}
+            int8_source = int8_source.SerializeToString()
+            q = quantize.onnx_to_int8(int8_source, calib_set.calibrate, preprocess, convert.INPUT_NAME,
                                       calib_method, acts, progress)
             sessions["int8"] = Classifier(q, providers="cpu")
             fp32_holdout = sessions["fp32"].predict(calib_set.holdout)
@@ -309,7 +316,8 @@ def export_model(
                 )
             info = ModelInfo(arch, "int8", convert.INPUT_NAME, convert.OUTPUT_NAME, "probabilities", len(labels), static_batch)
             proto = onnx_load(q)
-            contracts["int8"] = ModelContract(preprocess, labels, info, provenance, parity)
+            contracts["int8"] = ModelContract(preprocess, labels, info, {**provenance, "graph_rewrites": int8_rewrites},
+                                              parity)
             convert.attach_contract(proto, contracts["int8"], doc=f"{arch} int8 exported by edge-classify")
             blobs["int8"] = (proto.SerializeToString(), parity)
             precisions.append("int8")
@@ -393,7 +401,16 @@ def export_model(
         blobs.clear()
         sessions.clear()
         release_memory()
+        # Likewise the engine choice: where two engines are installed, `auto` measures the
+        # first runs of a model on this machine (runtime/engines.py); do them now.
         for f in result.files:
-            Classifier(f.path, providers="cpu")
+            for _ in range(engines.SAMPLES):
+                clf = Classifier(f.path)
+                if not clf.engine_choice.fresh:
+                    break
+            if progress and len(engines.installed()) > 1:
+                print(f"      {f.path.name}: edge-classify runs it on {clf.runner.engine} here "
+                      f"({clf.engine_choice.reason.split(': ', 1)[-1]})", file=sys.stderr, flush=True)
+            del clf
     result.timings_s = prog.timings
     return result

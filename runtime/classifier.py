@@ -96,7 +96,8 @@ class Classifier:
     ``auto``, ``cpu``, ``cuda``, ``tensorrt`` or ``openvino`` (see providers.py);
     ``precision`` is ``auto``, ``fp32`` or ``bf16`` (BF16 only on evidence: engines.py).
     ``available_providers`` / ``available_engines`` / ``hardware_bf16`` override what this
-    machine reports (for tests). ``spinning=False`` stops ONNX Runtime's worker threads
+    machine reports (for tests). ``images_hint``: how many images this instance will
+    classify, when known (the CLI passes it): a small run goes to the engine that starts leaner. ``spinning=False`` stops ONNX Runtime's worker threads
     from busy-waiting inside a run; turn it off when several sessions run back to back in
     one process (see ``ort_runner.session_options``).
     """
@@ -116,6 +117,7 @@ class Classifier:
         precision: str = "auto",
         available_engines: list[str] | None = None,
         hardware_bf16: bool | None = None,
+        images_hint: int | None = None,
     ):
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
@@ -129,6 +131,7 @@ class Classifier:
         self._trt = (trt_cache_dir, trt_fp16)
         self._available_providers = available_providers
         self._hw_bf16 = hardware_bf16
+        self._images_hint = images_hint
         installed = engines.installed() if available_engines is None else list(available_engines)
         requested_engine = engines.check_requested(engine, installed, providers)
         self._precision_request = precision
@@ -258,13 +261,19 @@ class Classifier:
             (other, why), = barred.items()
             keep = next(e for e in engines.ENGINES if e != other)
             return engines.EngineChoice(keep, f"{other} not considered: {why}")
+        small = engines.small_run(self._images_hint, [e for e in engines.ENGINES if e not in barred])
+        if small is not None:
+            return small
         if cache is None or m.batch:
             return engines.prior(m.precision, self._compute("openvino") == "bf16")
         key = engines.choice_key(self.model_sha256, engines.cpu_signature(), engines.engine_versions(installed),
                                  self._precision_request, self._threads)
         known = engines.load_choice(cache, key)  # before anything imports the engine that is not chosen
         if known is not None and known.settled:
-            return known
+            choice = engines.pick(engines.combine(known.samples))
+            choice.reason = "measured on this machine earlier: " + choice.reason.split(": ", 1)[-1]
+            choice.samples = known.samples
+            return choice
         runners = {e: self._make_runner(e, source, cache) for e in engines.ENGINES}
         h, w = self.contract.preprocess.input_size
         shape = (1, h, w, 3) if self.contract.preprocess.layout == "NHWC" else (1, 3, h, w)
@@ -275,7 +284,7 @@ class Classifier:
                 model_check.check(self.contract, r.inputs, r.outputs, self._name)  # before running anything
             samples = (known.samples if known else []) + [engines.measure(runners, sample, batch)]
             choice = engines.pick(engines.combine(samples))
-            choice.samples = samples
+            choice.samples, choice.fresh = samples, True
         except Exception:
             for r in runners.values():
                 r.discard_pending()

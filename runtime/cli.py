@@ -202,8 +202,10 @@ def _run(args) -> int:
     model = args.model or default_model_path()
     if args.model is None:
         _check_default_model(model)
+    inputs = expand_inputs(args.inputs)
     clf = Classifier(
         model,
+        images_hint=len(inputs) or None,  # auto: a small run goes to the leaner start-up
         providers=args.provider,
         engine=args.engine,
         precision=args.precision,
@@ -232,7 +234,6 @@ def _run(args) -> int:
     if clf.contract.weights_origin == "random":
         warn("this model was exported with --weights random (smoke test): its predictions are meaningless")
 
-    inputs = expand_inputs(args.inputs)
     if not inputs:
         print("edge-classify: error: no images to classify", file=sys.stderr)
         return EXIT_USAGE

@@ -34,7 +34,8 @@ def test_one_image_prints_familiar_top3(exported, photos, capsys):
     # The lines are the model's top-3, formatted from its probabilities.
     top = Classifier(exported["fp32"], providers="cpu").classify(photos[1], top_k=3)[0].predictions
     assert lines == [f"{i}. {p.label}: {p.probability * 100:.2f}%" for i, p in enumerate(top, 1)]
-    assert "CPUExecutionProvider" in err  # the provider actually used is reported
+    # The engine and device actually used are reported (auto: ONNX Runtime for one image).
+    assert "on onnxruntime (CPUExecutionProvider)" in err
 
 
 def test_several_images_get_a_header_each(exported, photos, capsys):

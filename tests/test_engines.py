@@ -91,6 +91,18 @@ def test_pick_takes_the_lower_geometric_mean_of_batch_1_and_batch_n():
     assert engines.pick(measured).engine == "onnxruntime"
 
 
+def test_a_small_run_goes_to_the_leaner_start_up_without_measuring(tmp_path, monkeypatch):
+    assert engines.small_run(1, BOTH).engine == "onnxruntime"
+    assert engines.small_run(engines.SMALL_RUN + 1, BOTH) is None  # then per-image speed decides
+    assert engines.small_run(None, BOTH) is None  # a long-lived Classifier: unknown workload
+    assert engines.small_run(1, ["openvino"]) is None  # ONNX Runtime barred or absent
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
+                     available_providers=["CPUExecutionProvider"], images_hint=1)
+    assert clf.runner.engine == "onnxruntime" and "start-up" in clf.engine_choice.reason
+    assert not clf.engine_choice.measured and not list((tmp_path / "home" / "ort-cache").glob("*.engine"))
+
+
 def test_prior_is_used_only_for_its_cases():
     assert engines.prior("int8", False).engine == "openvino"
     assert engines.prior("fp32", False).engine == "onnxruntime"
