@@ -17,9 +17,9 @@ kernels beat a subsample plus a dense 1x1), and since ``auto`` may run a file on
 engine, the FP32 file is not tuned for one of them at the other's expense.
 
 INT8 is the other way round: the QDQ file quantized from the graph with both rewrites ran
-22.1 ms on OpenVINO and 23.9 on ONNX Runtime, quantized from the Pad-fold-only graph
-25.8 and 25.0 ms (same machine, each engine's batch-1 p50 over three measuring runs). So
-the INT8 file gets ``INT8_EXTRA`` on top.
+21.9 ms on OpenVINO and 23.8 on ONNX Runtime, quantized from the Pad-fold-only graph
+25.0 and 23.8 ms (batch-1 p50 of two default ``edge-bench`` runs, same machine). So the
+INT8 file gets ``INT8_EXTRA`` on top.
 
 Keras' ResNet stem is ``conv1 -> ReLU -> ZeroPadding2D(1) -> MaxPool(3, stride 2)``. tf2onnx
 keeps the padding as its own ``Pad`` node, and ONNX Runtime may not fold a *zero* pad into
