@@ -10,10 +10,11 @@ the CPU has BF16), so the policy is tested without the hardware.
 2. With one engine installed, that one.
 3. A run of up to ``SMALL_RUN`` images (the CLI passes the count): ONNX Runtime, without
    measuring; start-up outweighs inference there (``small_run``).
-4. Otherwise, with both, the faster **measured on this machine**: the first three runs of a model
-   time both engines (batch 1 and a small batch, alternating, 1-3 s per run for ResNet50)
-   and the choice, made on the medians, is stored in the cache home, keyed by the model's sha256, the CPU (model name and
-   flags), both engines' versions and the precision request. A new model, CPU or engine
+4. Otherwise, with both, the faster **measured on this machine**: the first three runs of
+   a model time both engines (batch 1 and a small batch, alternating, 1-3 s per run for
+   ResNet50; ``export-model`` does them for the files it writes), and the choice, made on
+   the medians, is stored in the cache home, keyed by the model's sha256, the CPU (model
+   name and flags), both engines' versions and the request. A new model, CPU or engine
    version measures again. Where nothing can be stored (``EDGE_CLASSIFY_NO_CACHE=1``, an
    untrusted cache folder) it uses the prior below instead of measuring on every run.
 
@@ -22,10 +23,10 @@ An INT8 file is a candidate on an engine only with that engine's own fidelity fi
 it measured.
 
 The prior, from measurements on the two machine kinds (ResNet50, 2 cores): INT8 files
-run faster on OpenVINO (AMD EPYC AVX2: 22.1 vs 23.8 ms batch 1; Xeon AMX: 5.9 vs 11.7 ms);
-FP32/FP16 files tie on AVX2 (43.6 vs 44.1 ms) and on AVX-512 (30.5 vs 32.9 ms), so ONNX
-Runtime (faster to start with its graph cache) unless BF16 is allowed, which only
-OpenVINO runs.
+run faster on OpenVINO (AMD EPYC AVX2: 21.9 vs 23.8 ms batch 1; Xeon AMX: 5.9 vs 11.7 ms).
+FP32 files: OpenVINO 8% faster on the AVX2 machine (39.6 vs 43.4 ms), 7% slower in f32 on
+the AVX-512 one (32.9 vs 30.5 ms); without a cache OpenVINO also compiles on every start,
+so ONNX Runtime, unless BF16 is allowed, which only OpenVINO runs.
 
 **BF16 is never a silent substitute** (``compute_precision``): OpenVINO computes FP32 by
 default here; BF16 runs when asked for (``--precision bf16``) or, with ``auto``, only on a
@@ -133,13 +134,14 @@ def unverified(engine: str, file_precision: str, parity: dict | None) -> str | N
     return None
 
 
-def prior(file_precision: str, bf16: bool, int8_on_openvino: bool = True) -> EngineChoice:
+def prior(file_precision: str, bf16: bool) -> EngineChoice:
+    """Without a cache to remember a measurement in (see the module docstring)."""
     if bf16:
         return EngineChoice("openvino", "prior: BF16 is allowed for this model and only OpenVINO runs it")
-    if file_precision == "int8" and int8_on_openvino:
+    if file_precision == "int8":
         return EngineChoice("openvino", "prior: INT8 files run faster on OpenVINO on the x86 CPUs measured")
-    return EngineChoice("onnxruntime", "prior: FP32/FP16 run at the same speed on both engines; "
-                                       "ONNX Runtime starts faster")
+    return EngineChoice("onnxruntime", "prior: FP32/FP16 speeds differ by CPU, and without a cache "
+                                       "OpenVINO compiles on every start")
 
 
 TIE = 0.03  # OpenVINO must be this much faster to be picked (see pick)

@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -52,6 +54,8 @@ class OpenVinoRunner:
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self._cache, self._sha = cache, model_sha256
+        self._cache_path = cache.path if cache is not None else None
+        self._lock = threading.Lock()
         self._model = None  # read lazily: a cached blob needs no ONNX import at all
         self._compiled: OrderedDict[int, tuple] = OrderedDict()
         self._pending: list[tuple[str, bytes]] = []
@@ -70,13 +74,16 @@ class OpenVinoRunner:
     # --- running ---------------------------------------------------------------------
     def run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
-        size = self._size_for(n)
-        request = self._request(size)
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        if size > n:
-            x = np.concatenate([x, np.zeros((size - n,) + x.shape[1:], np.float32)])
-        request.infer({0: x}, share_inputs=True)
-        return request.get_output_tensor(0).data[:n].copy()
+        # An infer request is not thread-safe (a Classifier may be shared by threads); one
+        # request per size, used one run at a time. OpenVINO parallelises inside the run.
+        with self._lock:
+            size = self._size_for(n)
+            request = self._request(size)
+            if size > n:
+                x = np.concatenate([x, np.zeros((size - n,) + x.shape[1:], np.float32)])
+            request.infer({0: x}, share_inputs=True)
+            return request.get_output_tensor(0).data[:n].copy()
 
     def _size_for(self, n: int) -> int:
         if n in self._compiled:
@@ -86,11 +93,32 @@ class OpenVinoRunner:
 
     def _request(self, size: int):
         if size not in self._compiled:
-            self._compile(size)
+            with self._cache_open():
+                self._compile(size)
         self._compiled.move_to_end(size)
         return self._compiled[size][1]
 
     # --- loading ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _cache_open(self):
+        """``self._cache`` usable inside: the loader's handle while it is open (the Classifier
+        closes it once loaded), else a fresh one for sizes compiled later."""
+        loader = self._cache
+        if self._cache_path is None or (loader is not None and loader.fd >= 0):
+            yield
+            return
+        try:
+            fresh = session_cache.CacheDir(self._cache_path)
+        except session_cache.Refused:  # no longer trustworthy: compile uncached
+            fresh = None
+        self._cache = fresh
+        try:
+            yield
+        finally:
+            self._cache = loader
+            if fresh is not None:
+                fresh.close()
+
     def _key(self, batch: int) -> str:
         parts = ["ov1", self._sha or "", self._ov.__version__ if hasattr(self._ov, "__version__") else "",
                  self.device, repr(sorted(self._config.items())), str(batch),
@@ -157,8 +185,10 @@ class OpenVinoRunner:
     def commit_cache(self) -> None:
         self._checked = True
         stored = False
-        for key, blob in self._pending:
-            stored = self._cache.store(key, ".ovblob", blob) or stored
+        if self._pending:
+            with self._cache_open():
+                for key, blob in self._pending:
+                    stored = (self._cache is not None and self._cache.store(key, ".ovblob", blob)) or stored
         self._pending = []
         if stored and self.cache_status != "hit":
             self.cache_status = "stored"

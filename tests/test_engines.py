@@ -308,12 +308,25 @@ def test_openvino_runner_batches_and_pads_like_single_runs(tiny):
         assert np.allclose(clf.run(x[:n]), singles[:n], atol=1e-6), n
 
 
+def test_openvino_runner_can_be_shared_by_threads(tiny):
+    from concurrent.futures import ThreadPoolExecutor
+
+    clf = Classifier(tiny, engine="openvino")
+    x = np.random.default_rng(1).uniform(-120, 150, (16, 224, 224, 3)).astype(np.float32)
+    want = [clf.run(x[i : i + 1 + i % 3]) for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: clf.run(x[i : i + 1 + i % 3]), range(12)))
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(want, got))
+
+
 def test_openvino_compiled_blob_is_cached_by_content(tmp_path, monkeypatch, photos):
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     model = tiny_models.make(tmp_path / "m.onnx", seed=1)
     first = Classifier(model, engine="openvino")
     assert first.cache_status == "stored"
-    want = first.predict(photos[:4])
+    want = first.predict(photos[:4])  # a batch size compiled after loading: cached as well
+    blobs = sorted((tmp_path / "home" / "ort-cache").glob("*.ovblob"))
+    assert len(blobs) == 2
     again = Classifier(model, engine="openvino")
     assert again.cache_status == "hit" and np.array_equal(again.predict(photos[:4]), want)
     # Same path, same size, other weights: a new key, never the old blob.
