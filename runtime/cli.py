@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --output: skip inputs that FILE already has a row for (made by this model)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
                    help="inference engine; auto: ONNX Runtime on a GPU, else whichever installed engine was "
-                        "measured faster for this model on this CPU (measured once, remembered) (default: auto)")
+                        "measured faster for this model on this CPU (its first runs measure; remembered); runs of up to "
+                        "16 images take ONNX Runtime, which starts leaner (default: auto)")
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt", "openvino"],
                    help="ONNX Runtime execution provider (implies --engine onnxruntime when not auto); auto "
                         "prefers tensorrt, then cuda, then cpu; openvino (the EP) only when named (default: auto)")

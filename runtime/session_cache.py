@@ -32,6 +32,10 @@ A cache that serves the wrong graph is worse than none, so:
 
 Only for CPU-only sessions: GPU providers optimise differently.
 ``EDGE_CLASSIFY_NO_CACHE=1`` turns it off.
+
+The same folder, under the same rules, holds OpenVINO's compiled blobs (``.ovblob``,
+``openvino_runner.py``) and the engine choices measured per model (``.engine`` records,
+``engines.py``), small records that are capped by count like the digest memos.
 """
 
 from __future__ import annotations
@@ -190,24 +194,6 @@ class CacheDir:
         self.sweep()
         tmp = f".{key}.{os.getpid()}.{secrets.token_hex(6)}.partial"
         return tmp, self._child(tmp)
-
-    def read(self, key: str, suffix: str) -> bytes | None:
-        """A trusted entry's bytes, or None."""
-        hit = self.lookup(key, suffix)
-        if hit is None:
-            return None
-        fd = hit[0]
-        try:
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 22)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
     def store(self, key: str, suffix: str, data: bytes) -> bool:
         """Write an entry whole (temporary name, then an atomic rename), or not at all."""
