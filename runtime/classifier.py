@@ -97,7 +97,9 @@ class Classifier:
     ``precision`` is ``auto``, ``fp32`` or ``bf16`` (BF16 only on evidence: engines.py).
     ``available_providers`` / ``available_engines`` / ``hardware_bf16`` override what this
     machine reports (for tests). ``images_hint``: how many images this instance will
-    classify, when known (the CLI passes it): a small run goes to the engine that starts leaner. ``spinning=False`` stops ONNX Runtime's worker threads
+    classify, when known (the CLI passes it): a small run goes to the engine that starts leaner.
+    ``device`` is an OpenVINO device (``CPU``, ``GPU``, ``NPU``, ``AUTO``) and implies the
+    openvino engine. ``spinning=False`` stops ONNX Runtime's worker threads
     from busy-waiting inside a run; turn it off when several sessions run back to back in
     one process (see ``ort_runner.session_options``).
     """
@@ -118,6 +120,7 @@ class Classifier:
         available_engines: list[str] | None = None,
         hardware_bf16: bool | None = None,
         images_hint: int | None = None,
+        device: str | None = None,
     ):
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
@@ -133,7 +136,8 @@ class Classifier:
         self._hw_bf16 = hardware_bf16
         self._images_hint = images_hint
         installed = engines.installed() if available_engines is None else list(available_engines)
-        requested_engine = engines.check_requested(engine, installed, providers)
+        requested_engine = engines.check_requested(engine, installed, providers, device)
+        self._device = device or "CPU"
         self._precision_request = precision
         model_stat = cache = None
         hashed = False
@@ -188,7 +192,7 @@ class Classifier:
         if self.runner.engine == "onnxruntime":
             self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
         else:
-            self.provider = f"OpenVINO {self.runner.device}"
+            self.provider = f"OpenVINO {self.runner.device}"  # what JSON rows call the device
         self._fixed_batch = self.contract.model.batch
         self._width_checked = False
         self._workers = max(1, min(4, os.cpu_count() or 1))
@@ -216,7 +220,7 @@ class Classifier:
         """fp32 or bf16 for this engine (engines.compute_precision); remembers why."""
         bf16 = False
         if engine == "openvino" and self.contract.model.precision == "fp32":
-            bf16 = self._hw_bf16 if self._hw_bf16 is not None else _openvino_bf16()
+            bf16 = self._hw_bf16 if self._hw_bf16 is not None else _openvino_bf16(self._device)
         compute, self.precision_reason = engines.compute_precision(
             self._precision_request, engine, self.contract.model.precision, bf16,
             (self.contract.parity or {}).get("bf16"))
@@ -228,7 +232,7 @@ class Classifier:
 
             compute = self._compute(engine)
             return OpenVinoRunner(deps.openvino(), source, self.contract.model.precision, compute, self._threads,
-                                  cache=cache if self.model_path is not None else None,
+                                  device=self._device, cache=cache if self.model_path is not None else None,
                                   model_sha256=self.model_sha256, first_batch=self._fixed_batch_or(1))
         from .ort_runner import OrtRunner
 
@@ -477,10 +481,10 @@ def _read_contract(source, name) -> ModelContract:
     return ModelContract.from_metadata(meta, name)
 
 
-def _openvino_bf16() -> bool:
+def _openvino_bf16(device: str = "CPU") -> bool:
     from .openvino_runner import hardware_bf16
 
-    return hardware_bf16(deps.openvino())
+    return hardware_bf16(deps.openvino(), device)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

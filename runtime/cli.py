@@ -28,6 +28,7 @@ examples:
   edge-classify 'shots/*.png' --batch-size 16 --threads 2
   edge-classify img.jpg --model resnet101.onnx --provider tensorrt
   edge-classify photos/ --engine openvino    the OpenVINO runtime (pip install 'edge-classify[openvino]')
+  edge-classify photos/ --device GPU         OpenVINO on an Intel GPU (NPU likewise)
   edge-classify img.jpg --engine openvino --precision bf16   BF16 on AMX / AVX512-BF16 CPUs
   edge-classify archive/ -o results.jsonl    bulk: rows appended to a file as they finish
   edge-classify archive/ -o results.jsonl --resume   continue after a crash or kill
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt", "openvino"],
                    help="ONNX Runtime execution provider (implies --engine onnxruntime when not auto); auto "
                         "prefers tensorrt, then cuda, then cpu; openvino (the EP) only when named (default: auto)")
+    p.add_argument("--device", default=None, metavar="NAME",
+                   help="OpenVINO device: CPU, GPU, NPU or AUTO (implies --engine openvino; default: CPU)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="arithmetic for an FP32 model: bf16 runs on the openvino engine on CPUs with native BF16; "
                         "auto uses BF16 only when the model's export measured its fidelity and it passed; "
@@ -209,6 +212,7 @@ def _run(args) -> int:
         images_hint=len(inputs) or None,  # auto: a small run goes to the leaner start-up
         providers=args.provider,
         engine=args.engine,
+        device=args.device,
         precision=args.precision,
         threads=args.threads,
         batch_size=args.batch_size,

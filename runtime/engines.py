@@ -77,11 +77,17 @@ def installed() -> list[str]:
     return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
 
 
-def check_requested(requested: str, available: list[str], provider: str) -> str:
+def check_requested(requested: str, available: list[str], provider: str, device: str | None = None) -> str:
+    """The engine request, validated; a ``device`` (OpenVINO's: CPU, GPU, NPU, ...) means OpenVINO."""
     requested = (requested or "auto").lower()
     if requested not in CHOICES:
         raise EdgeClassifyError(f"unknown engine {requested!r}", hint=f"choose one of: {', '.join(CHOICES)}",
                                 exit_code=EXIT_USAGE)
+    if device:
+        if requested == "onnxruntime":
+            raise EdgeClassifyError(f"--device {device} is an OpenVINO device; ONNX Runtime takes --provider",
+                                    hint="drop --device, or use --engine openvino", exit_code=EXIT_USAGE)
+        requested = "openvino"
     if requested != "auto" and requested not in available:
         raise EdgeClassifyError(
             f"engine {requested!r} is not installed",

@@ -42,11 +42,26 @@ def hardware_bf16(ov, device: str = "CPU") -> bool:
         return False
 
 
+def check_device(ov, device: str) -> None:
+    """A clear error for a device OpenVINO does not see here (instead of its own message)."""
+    from .errors import EXIT_MODEL, EdgeClassifyError
+
+    base = device.split(".")[0].split(":")[0]
+    if base in ("AUTO", "MULTI", "HETERO", "BATCH"):  # virtual devices over the real ones
+        return
+    available = ov.Core().available_devices
+    if device not in available and base not in {d.split(".")[0] for d in available}:
+        raise EdgeClassifyError(f"OpenVINO device {device!r} is not available here",
+                                hint=f"available: {', '.join(available) or 'none'} (GPU/NPU need Intel's "
+                                     "drivers); or --device AUTO", exit_code=EXIT_MODEL)
+
+
 class OpenVinoRunner:
     engine = "openvino"
 
     def __init__(self, ov, source, file_precision: str, compute: str = "fp32", threads: int | None = None,
                  device: str = "CPU", cache=None, model_sha256: str | None = None, first_batch: int = 1):
+        check_device(ov, device)
         self._ov, self._source, self.device = ov, source, device
         self._core = ov.Core()
         self._file_precision = file_precision

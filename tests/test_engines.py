@@ -350,6 +350,21 @@ def test_contract_is_read_without_any_engine(exported, tmp_path):
         Classifier(junk, engine="openvino")
 
 
+def test_an_openvino_device_implies_the_openvino_engine_and_must_exist(tiny, capsys):
+    from edge_classify.runtime.cli import main
+
+    clf = Classifier(tiny, device="CPU")
+    assert clf.runner.engine == "openvino" and clf.runner.device == "CPU"
+    with pytest.raises(EdgeClassifyError) as e:
+        Classifier(tiny, device="NO_SUCH_DEVICE")
+    assert e.value.exit_code == 3 and "not available" in e.value.message and "CPU" in e.value.hint
+    with pytest.raises(EdgeClassifyError) as e:
+        Classifier(tiny, engine="onnxruntime", device="CPU")
+    assert e.value.exit_code == 2
+    assert main(["--model", str(tiny), "--device", "NO_SUCH_DEVICE", "x.jpg"]) == 3
+    assert "available: CPU" in capsys.readouterr().err
+
+
 def test_cli_reports_the_engine_and_precision(tiny, photos, capsys):
     from edge_classify.runtime.cli import main
 
