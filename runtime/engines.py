@@ -220,6 +220,9 @@ def compute_precision(requested: str, engine: str, file_precision: str, hw_bf16:
         return "fp32", "BF16 not applicable (needs the openvino engine, an FP32 model and a CPU with BF16)"
     if not isinstance(agreement, (int, float)):
         return "fp32", "no BF16 fidelity figure in the model (export it with --bf16 on a BF16 CPU)"
+    ran = (bf16_fidelity or {}).get("openvino_precision", "bf16")
+    if ran != "bf16":  # measured on a CPU where OpenVINO computed something else: not a BF16 figure
+        return "fp32", f"the model's BF16 figure was measured while OpenVINO computed {ran}, not bf16"
     bar = (bf16_fidelity or {}).get("bar", BF16_BAR)
     if agreement < max(bar, BF16_BAR):
         return "fp32", f"BF16 top-1 agreement {agreement:.3f} is below {max(bar, BF16_BAR)}"

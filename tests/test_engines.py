@@ -127,6 +127,12 @@ def test_auto_precision_needs_a_passing_bf16_figure(engine, precision, hw, fidel
         assert "0.995" in why  # the report can quote the evidence
 
 
+def test_a_bf16_figure_measured_while_openvino_computed_f32_does_not_count():
+    fig = {"top1_agreement": 1.0, "bar": 0.99, "openvino_precision": "fp32"}
+    got, why = engines.compute_precision("auto", "openvino", "fp32", True, fig)
+    assert got == "fp32" and "computed fp32" in why
+
+
 def test_explicit_bf16_fails_clearly_where_it_cannot_run():
     with pytest.raises(EdgeClassifyError, match="openvino engine only"):
         engines.compute_precision("bf16", "onnxruntime", "fp32", True, None)
