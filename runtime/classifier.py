@@ -278,7 +278,23 @@ class Classifier:
             choice.reason = "measured on this machine earlier: " + choice.reason.split(": ", 1)[-1]
             choice.samples = known.samples
             return choice
-        runners = {e: self._make_runner(e, source, cache) for e in engines.ENGINES}
+        runners, failed = {}, {}
+        for e in engines.ENGINES:
+            try:
+                runners[e] = self._make_runner(e, source, cache)
+            except EdgeClassifyError:
+                raise
+            except Exception as exc:  # one engine cannot run this graph (an op it lacks): the other can
+                failed[e] = f"{type(exc).__name__}: {first_line(exc)}"
+        if failed:
+            if not runners:
+                raise EdgeClassifyError(f"cannot load model {self._name}: "
+                                        + "; ".join(f"{e}: {why}" for e, why in failed.items()),
+                                        hint="re-export it with `export-model`")
+            (engine, runner), = runners.items()
+            self.runner = runner
+            return engines.EngineChoice(engine, "; ".join(f"{e} cannot load this model ({why})"
+                                                          for e, why in failed.items()))
         h, w = self.contract.preprocess.input_size
         shape = (1, h, w, 3) if self.contract.preprocess.layout == "NHWC" else (1, 3, h, w)
         sample = np.random.default_rng(0).uniform(-120, 150, shape).astype(np.float32)

@@ -203,6 +203,23 @@ def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
     assert other.engine_choice.reason.startswith("measured now")
 
 
+def test_auto_falls_back_when_one_engine_cannot_load_the_model(tmp_path, monkeypatch):
+    from edge_classify.runtime import openvino_runner
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exception from src/frontends/onnx: unsupported operation\nmore")
+
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(openvino_runner, "OpenVinoRunner", refuse)
+    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
+                     available_providers=["CPUExecutionProvider"])
+    assert clf.runner.engine == "onnxruntime"
+    assert "openvino cannot load this model (RuntimeError: Exception from src/frontends/onnx" in \
+        clf.engine_choice.reason
+    with pytest.raises(EdgeClassifyError, match="cannot load model"):  # named: its own error, no fallback
+        Classifier(tmp_path / "m.onnx", engine="openvino")
+
+
 def test_auto_without_a_cache_uses_the_prior_instead_of_measuring_every_run(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
     clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
