@@ -1,4 +1,5 @@
-"""Percentiles and the alternating timing loop every comparison uses."""
+"""Percentiles, per-round ratios, and the round-robin over worker processes (the in-process
+loop is ``edge_classify.runtime.timing.alternate``)."""
 
 from __future__ import annotations
 
@@ -21,40 +22,9 @@ def summarize(samples_s: list[float]) -> dict:
     }
 
 
-def alternate(calls: dict[str, Callable[[], object]], iterations: int, warmup: int = 3,
-              progress: Callable[[str], None] | None = None, gap_s: float = 0.02) -> dict[str, list[float]]:
-    """Time each call ``iterations`` times, round-robin (A B C A B C ...), after warm-up.
-
-    Round-robin means slow drift of a noisy machine (thermal, neighbours) lands on every
-    system alike, so within-run ratios stay fair even when absolute numbers wobble. The
-    starting system rotates every round (A B C, B C A, C A B): on this 2-core VM the first
-    call of a round measured up to 25% slower whatever system it was, so a fixed order
-    would bill that to one system. An untimed ``gap_s`` pause before each call lets the
-    previous system's worker threads go idle.
-    """
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    step = max(1, iterations // 10)
-    names = list(calls)
-    for i in range(iterations):
-        start = i % len(names)
-        for name in names[start:] + names[:start]:
-            fn = calls[name]
-            if gap_s:
-                time.sleep(gap_s)
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
-        if progress and (i + 1) % step == 0:
-            progress(f"{i + 1}/{iterations}")
-    return samples
-
-
 def round_robin(calls: dict[str, Callable[[], list[float]]], rounds: int, gap_s: float = 0.02,
                 progress: Callable[[str], None] | None = None) -> dict[str, list[list[float]]]:
-    """Like ``alternate``, for calls that time themselves (a worker process returns the
+    """Like ``runtime.timing.alternate``, for calls that time themselves (a worker process returns the
     samples it measured): ``rounds`` rounds, the starting system rotating every round, an
     untimed ``gap_s`` pause before each call. Returns each system's samples per round."""
     names = list(calls)

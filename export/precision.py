@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import platform
 import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
+
+from edge_classify.runtime.timing import alternate
 
 DEFAULT_AGREEMENT_BAR = 0.99
 BF16_LABEL = "bf16 (runs the FP32 file with OpenVINO in BF16)"
@@ -38,30 +38,6 @@ def int8_activations(requested: str) -> str:
     if requested != "auto":
         return requested
     return "u8" if platform.machine().lower() in ("x86_64", "amd64") else "s8"
-
-
-def alternate(calls: dict[str, Callable[[], object]], iterations: int, warmup: int = 1,
-              gap_s: float = 0.01) -> dict[str, list[float]]:
-    """Seconds per call, ``iterations`` rounds of every call after ``warmup`` untimed ones.
-
-    Round-robin, the starting call rotating each round (A B C, B C A, C A B), so a noisy
-    machine's drift and the slow first call of a round land on every candidate alike; an
-    untimed ``gap_s`` pause before each call lets the previous one's worker threads idle.
-    """
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    names = list(calls)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(iterations):
-        start = i % len(names)
-        for n in names[start:] + names[:start]:
-            if gap_s:
-                time.sleep(gap_s)
-            t0 = time.perf_counter()
-            calls[n]()
-            samples[n].append(time.perf_counter() - t0)
-    return samples
 
 
 def latency_p50_ms(classifiers: dict, iterations: int = 20) -> dict[str, float]:

@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import cpu
 from .errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
+from .timing import alternate
 
 ENGINES = ("onnxruntime", "openvino")
 CHOICES = ("auto",) + ENGINES
@@ -231,19 +233,8 @@ def compute_precision(requested: str, engine: str, file_precision: str, hw_bf16:
 
 # --- the measured choice, remembered per machine --------------------------------------
 def cpu_signature() -> str:
-    model, flags = platform.machine(), ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "Model") and model == platform.machine():
-                    model = val.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = " ".join(sorted(val.split()))
-    except OSError:
-        pass
-    return f"{model}|{flags}"
+    model, flags = cpu.info()
+    return f"{model or platform.machine()}|{' '.join(sorted(flags.split()))}"
 
 
 def engine_versions(available: list[str]) -> dict[str, str]:
@@ -288,30 +279,12 @@ def save_choice(cache, key: str, choice: EngineChoice) -> None:
 
 
 def measure(runners: dict, sample: np.ndarray, batch: int, rounds: int = 7, gap_s: float = 0.03) -> dict:
-    """Per-image time of each runner at batch 1 and at ``batch``, alternating (ABAB, BABA)
-    so drift lands on both. ``sample``: one preprocessed image, shape (1, ...)."""
-    x1 = sample
+    """Per-image time of each runner at batch 1 and at ``batch``, alternating so drift lands
+    on both (``timing.alternate``). ``sample``: one preprocessed image, shape (1, ...)."""
     xn = np.repeat(sample, batch, axis=0)
-    for r in runners.values():  # warm-up: first runs allocate and, for OpenVINO, compile
-        r.run(x1)
-        r.run(xn)
-    names = list(runners)
-    t1 = {n: [] for n in names}
-    tn = {n: [] for n in names}
-    # The pause before each timed run lets the other engine's worker threads go idle:
-    # without it, ONNX Runtime timed right after OpenVINO measured 137 ms instead of 44
-    # (OpenVINO's TBB workers still spinning on the 2 cores).
-    for i in range(rounds):
-        for n in names if i % 2 == 0 else names[::-1]:
-            time.sleep(gap_s)
-            t0 = time.perf_counter()
-            runners[n].run(x1)
-            t1[n].append(time.perf_counter() - t0)
-    for i in range(max(2, rounds // 3)):
-        for n in names if i % 2 == 0 else names[::-1]:
-            time.sleep(gap_s)
-            t0 = time.perf_counter()
-            runners[n].run(xn)
-            tn[n].append((time.perf_counter() - t0) / batch)
-    return {n: {"batch1_ms": statistics.median(t1[n]) * 1e3, "batchN_ms_per_image": statistics.median(tn[n]) * 1e3,
-                "n": batch} for n in names}
+    # Warm-up inside each phase: first runs allocate and, for OpenVINO, compile that size.
+    t1 = alternate({n: (lambda r=r: r.run(sample)) for n, r in runners.items()}, rounds, warmup=1, gap_s=gap_s)
+    tn = alternate({n: (lambda r=r: r.run(xn)) for n, r in runners.items()}, max(2, rounds // 3), warmup=1,
+                   gap_s=gap_s)
+    return {n: {"batch1_ms": statistics.median(t1[n]) * 1e3,
+                "batchN_ms_per_image": statistics.median(tn[n]) / batch * 1e3, "n": batch} for n in runners}

@@ -20,25 +20,34 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
+import platform
 import threading
 from collections import OrderedDict
 
 import numpy as np
 
-from . import session_cache
+from . import cpu, session_cache
 from .runners import TensorInfo
 
 _KEEP = 2  # compiled batch sizes held at once (each holds its own copy of the weights)
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
+@functools.lru_cache(maxsize=None)
+def core(ov):
+    """One ``ov.Core`` per process: it loads the device plugins (50 ms the first time here);
+    the runners' settings go to ``compile_model``, not to the Core, so it is shared."""
+    return ov.Core()
+
+
 def hardware_bf16(ov, device: str = "CPU") -> bool:
     """Does OpenVINO find native BF16 on this device (AMX-BF16 / AVX512-BF16)?"""
     try:
-        return "BF16" in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+        return "BF16" in core(ov).get_property(device, "OPTIMIZATION_CAPABILITIES")
     except Exception:  # an unknown device or property: no BF16 claimed
         return False
 
@@ -50,7 +59,7 @@ def check_device(ov, device: str) -> None:
     base = device.split(".")[0].split(":")[0]
     if base in ("AUTO", "MULTI", "HETERO", "BATCH"):  # virtual devices over the real ones
         return
-    available = ov.Core().available_devices
+    available = core(ov).available_devices
     if device not in available and base not in {d.split(".")[0] for d in available}:
         raise EdgeClassifyError(f"OpenVINO device {device!r} is not available here",
                                 hint=f"available: {', '.join(available) or 'none'} (GPU/NPU need Intel's "
@@ -64,7 +73,7 @@ class OpenVinoRunner:
                  device: str = "CPU", cache=None, model_sha256: str | None = None, first_batch: int = 1):
         check_device(ov, device)
         self._ov, self._source, self.device = ov, source, device
-        self._core = ov.Core()
+        self._core = core(ov)
         self._file_precision = file_precision
         self._config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_PRECISION[compute]}
         if threads:
@@ -136,9 +145,8 @@ class OpenVinoRunner:
                 fresh.close()
 
     def _key(self, batch: int) -> str:
-        parts = ["ov1", self._sha or "", self._ov.__version__ if hasattr(self._ov, "__version__") else "",
-                 self.device, repr(sorted(self._config.items())), str(batch),
-                 session_cache.entry_key(self._sha or "", "openvino", "cpu")]
+        parts = ["ov2", self._sha or "", getattr(self._ov, "__version__", ""), self.device,
+                 repr(sorted(self._config.items())), str(batch), platform.machine(), cpu.flags_or_name()]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
 
     def _compile(self, batch: int):

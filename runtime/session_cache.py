@@ -49,6 +49,7 @@ import stat
 import time
 from pathlib import Path
 
+from . import cpu
 from .orphans import orphaned
 from .paths import home
 
@@ -97,19 +98,8 @@ def sha256_fd(fd: int) -> str:
     return h.hexdigest()
 
 
-def _cpu_signature() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):  # x86 / ARM
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def entry_key(model_sha256: str, ort_version: str, level: str) -> str:
-    key = "|".join([FORMAT, model_sha256, ort_version, level, platform.machine(), _cpu_signature()])
+    key = "|".join([FORMAT, model_sha256, ort_version, level, platform.machine(), cpu.flags_or_name()])
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
@@ -195,9 +185,8 @@ class CacheDir:
         tmp = f".{key}.{os.getpid()}.{secrets.token_hex(6)}.partial"
         return tmp, self._child(tmp)
 
-    def store(self, key: str, suffix: str, data: bytes) -> bool:
-        """Write an entry whole (temporary name, then an atomic rename), or not at all."""
-        tmp, _ = self.reserve(key)
+    def _write_new(self, tmp: str, data: bytes) -> bool:
+        """Create ``tmp`` (never an existing name or a link) holding ``data``; False on failure."""
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=self.fd)
             try:
@@ -206,10 +195,15 @@ class CacheDir:
                     view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
+            return True
         except OSError:
             self.discard(tmp)
             return False
-        return self.commit(tmp, key, suffix)
+
+    def store(self, key: str, suffix: str, data: bytes) -> bool:
+        """Write an entry whole (temporary name, then an atomic rename), or not at all."""
+        tmp, _ = self.reserve(key)
+        return self._write_new(tmp, data) and self.commit(tmp, key, suffix)
 
     def commit(self, tmp: str, key: str, suffix: str = ".onnx") -> bool:
         """Move a finished entry into place (atomically) and evict down to the size cap."""
@@ -269,12 +263,9 @@ class CacheDir:
 
     def write_record(self, name: str, text: str) -> None:
         tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.partial"
+        if not self._write_new(tmp, text.encode("utf-8")):
+            return
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600, dir_fd=self.fd)
-            try:
-                os.write(fd, text.encode("utf-8"))
-            finally:
-                os.close(fd)
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except OSError:
             self.discard(tmp)
