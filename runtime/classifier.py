@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import codec_messages, deps, engines, model_check, onnx_meta, preprocess, session_cache
+from . import codec_messages, deps, engines, heads, model_check, onnx_meta, preprocess, session_cache
 from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
@@ -42,6 +42,10 @@ class Classification:
     error: str | None = None
     timings_ms: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the decoder said about an image it still classified
+    # Multi-label models only: every label's score (label order), and those above the threshold.
+    scores: dict[str, float] | None = None
+    positive: list[Prediction] | None = None
+    threshold: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -64,6 +68,11 @@ class Classification:
                 {"rank": r, "index": p.index, "wnid": p.wnid, "label": p.label, "probability": p.probability}
                 for r, p in enumerate(self.predictions, 1)
             ]
+            if self.scores is not None:
+                row["threshold"] = self.threshold
+                row["labels_above_threshold"] = [
+                    {"index": p.index, "label": p.label, "probability": p.probability} for p in self.positive]
+                row["scores"] = self.scores
             row["timings_ms"] = self.timings_ms
         if self.notes:
             row["notes"] = self.notes
@@ -121,6 +130,7 @@ class Classifier:
         hardware_bf16: bool | None = None,
         images_hint: int | None = None,
         device: str | None = None,
+        threshold: float | None = None,
     ):
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
@@ -194,6 +204,10 @@ class Classifier:
         else:
             self.provider = f"OpenVINO {self.runner.device}"  # what JSON rows call the device
         self._fixed_batch = self.contract.model.batch
+        m = self.contract.model
+        self.threshold = None
+        if m.multi_label:  # the caller's, else the one exported with the model, else 0.5
+            self.threshold = next(t for t in (threshold, m.threshold, heads.DEFAULT_THRESHOLD) if t is not None)
         self._width_checked = False
         self._workers = max(1, min(4, os.cpu_count() or 1))
 
@@ -355,14 +369,12 @@ class Classifier:
                 pad = np.zeros((self._fixed_batch - n,) + chunk.shape[1:], chunk.dtype)
                 chunk = np.concatenate([chunk, pad])
             outs.append(self.runner.run(chunk)[:n])
-        out = np.concatenate(outs) if outs else np.zeros((0, len(self.labels)), np.float32)
+        m = self.contract.model
+        out = np.concatenate(outs) if outs else np.zeros((0, m.width), np.float32)
         if not self._width_checked and outs:
             model_check.check_output_width(self.contract, out.shape[-1] if out.ndim == 2 else -1, self._name)
             self._width_checked = True
-        out = out.astype(np.float32, copy=False)
-        if self.contract.model.output == "logits":
-            out = _softmax(out)
-        return out
+        return heads.probabilities(out, m.head, m.output)
 
     def predict(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Images -> probabilities (N, classes). Raises ``InputError`` on a bad image."""
@@ -417,6 +429,7 @@ class Classifier:
                 yield Classification(
                     source,
                     self._top(p, top_k),
+                    **self._multi_label(p),
                     timings_ms={
                         "decode": round(t_decode, 3),
                         "normalize": round(t_norm, 3),
@@ -425,6 +438,20 @@ class Classifier:
                     },
                     notes=notes,
                 )
+
+    def _multi_label(self, p: np.ndarray) -> dict:
+        if self.threshold is None:
+            return {}
+        names = self.labels.names
+        above = self._top(p, len(p))
+        return {"scores": {n: float(v) for n, v in zip(names, p)}, "threshold": self.threshold,
+                "positive": [q for q in above if q.probability > self.threshold]}
+
+    def row(self, result: Classification) -> dict:
+        """The JSON row a classification becomes (``edge-classify --json`` / ``--output``):
+        the result plus which model, engine and precision made it."""
+        return result.to_dict(engine=self.runner.engine, provider=self.provider, precision=self.runner.precision,
+                              model_sha256=self.model_sha256)
 
     def _top(self, p: np.ndarray, k: int) -> list[Prediction]:
         idx = topk_indices(p, k)
@@ -501,11 +528,6 @@ def _openvino_bf16(device: str = "CPU") -> bool:
     from .openvino_runner import hardware_bf16
 
     return hardware_bf16(deps.openvino(), device)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _is_single(images) -> bool:

@@ -33,6 +33,7 @@ examples:
   edge-classify archive/ -o results.jsonl    bulk: rows appended to a file as they finish
   edge-classify archive/ -o results.jsonl --resume   continue after a crash or kill
   edge-classify big.tif --max-pixels 200M    accept larger images than the default cap
+  edge-classify shot.jpg -m tags.onnx --threshold 0.3   a multi-label model: every label above 0.3
 
 exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error,
             74 cannot write --output (rows so far are kept: --resume later),
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"exported .onnx model (default: {default_model_path()}; EDGE_CLASSIFY_HOME moves it)")
     p.add_argument("--top-k", "-k", type=_positive_int, default=3, help="predictions per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout")
+    p.add_argument("--threshold", type=_probability, default=None, metavar="P",
+                   help="multi-label models: print every label scoring above P (default: the model's, 0.5); "
+                        "JSON rows carry every label's score either way")
     p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                    help="append one JSON line per image to FILE as each finishes (stdout then shows progress "
                         "only); refuses a FILE that already holds results unless --resume")
@@ -92,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no informational lines on stderr")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -149,6 +163,15 @@ def expand_inputs(args: list[str]) -> list[str]:
 
 def format_predictions(predictions) -> list[str]:
     return [f"{i}. {p.label}: {p.probability * 100:.2f}%" for i, p in enumerate(predictions, 1)]
+
+
+def format_result(res) -> list[str]:
+    """Top-k lines; for a multi-label model, every label above the threshold instead."""
+    if res.positive is None:
+        return format_predictions(res.predictions)
+    if not res.positive:
+        return [f"(no label above {res.threshold:g})"]
+    return [f"{p.label}: {p.probability * 100:.2f}%" for p in res.positive]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +243,7 @@ def _run(args) -> int:
                              allow_corrupt=args.allow_corrupt, **limits),
         trt_cache_dir=args.trt_cache,
         trt_fp16=not args.trt_fp32,
+        threshold=args.threshold,
     )
     m = clf.contract.model
     info(f"model {model} ({m.arch} {m.precision}) on {clf.runner.engine} ({clf.runner.device}), "
@@ -236,6 +260,8 @@ def _run(args) -> int:
     if quant.get("activations") == "u8" and clf.provider == "TensorrtExecutionProvider":
         warn("this INT8 model has uint8 activations (made for x86 CPUs); TensorRT needs "
              "symmetric int8: re-export with --int8-activations s8")
+    if args.threshold is not None and clf.threshold is None:
+        warn(f"--threshold applies to multi-label models; this one has a {clf.contract.model.head} head (ignored)")
     if clf.contract.weights_origin == "random":
         warn("this model was exported with --weights random (smoke test): its predictions are meaningless")
 
@@ -258,8 +284,6 @@ def _run(args) -> int:
         if skipped:
             info(f"{skipped} input(s) already in {args.output}: skipped")
 
-    extra = {"engine": clf.runner.engine, "provider": clf.provider, "precision": clf.runner.precision,
-             "model_sha256": clf.model_sha256}
     failed = done = 0
     several = len(inputs) > 1
     first = True
@@ -274,14 +298,14 @@ def _run(args) -> int:
             for note in res.notes:
                 warn(f"{shown}: {note}")
             if results is not None:
-                results.write(res.to_dict(**extra))
+                results.write(clf.row(res))
                 progress.step(failed)
             elif args.json:
-                print(json.dumps(res.to_dict(**extra)), flush=True)
+                print(json.dumps(clf.row(res)), flush=True)
             elif not res.error:
                 if several:
                     print(("" if first else "\n") + shown)
-                print("\n".join(format_predictions(res.predictions)), flush=True)
+                print("\n".join(format_result(res)), flush=True)
                 first = False
     finally:
         if results is not None:

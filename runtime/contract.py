@@ -4,7 +4,7 @@ One typed spec (``ModelContract``) is written into the ONNX file's ``metadata_pr
 export and read back by the runtime; there is no side config and nothing is guessed
 from file names. It is not specific to ImageNet ResNet50: any class count, any labels,
 and the preprocessing modes Keras applications use (``caffe``, ``tf``, ``torch``) plus
-explicit ``meanstd``.
+explicit ``meanstd`` and ``raw`` (normalisation inside the model).
 
 Metadata keys (all values are JSON text):
 
@@ -21,12 +21,17 @@ Metadata keys (all values are JSON text):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from .errors import EdgeClassifyError
 
-SCHEMA_VERSION = 1
+# 2: multi-label / binary heads, the raw mode and bilinear resize. A model that uses none of
+# them is still written as schema 1, so runtimes from before them read it; one that does
+# is refused by them ("upgrade") instead of being misread (an older runtime would rank a
+# sigmoid head's logits through softmax, or reject "raw" with a vaguer message).
+SCHEMA_VERSION = 2
 PREFIX = "edge_classify."
 
 # Keras' caffe-mode constants (keras/src/applications/imagenet_utils.py), in BGR order.
@@ -35,8 +40,11 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
 
-MODES = ("caffe", "tf", "torch", "meanstd")
-RESIZE_METHODS = ("nearest",)  # PIL NEAREST semantics, what keras.utils.load_img uses by default
+MODES = ("caffe", "tf", "torch", "meanstd", "raw")
+# nearest: PIL NEAREST, what keras.utils.load_img uses by default (uint8, bit-exact).
+# bilinear: tf.image.resize(method="bilinear", antialias=False), what image_dataset_from_directory
+# and keras.layers.Resizing use by default (float32; see preprocess.resize).
+RESIZE_METHODS = ("nearest", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ class PreprocessSpec:
       tf:      x / 127.5 - 1                           (RGB)
       torch:   (x / 255 - mean[c]) / std[c]            (RGB)
       meanstd: (x - mean[c]) / std[c], x in [0, 255]   (either order; explicit constants)
+      raw:     x, float32 in [0, 255]                  (the model normalises: a Rescaling or
+               Normalization layer, or include_preprocessing=True in EfficientNet/ConvNeXt/
+               MobileNetV3)
+    mean/std are in ``color_order`` order; ``meanstd`` constants are on the 0..255 scale.
     """
 
     mode: str = "caffe"
@@ -84,19 +96,36 @@ class PreprocessSpec:
             problems.append(f"mode {self.mode} needs 3 mean values")
         if self.mode in ("torch", "meanstd") and (self.std is None or len(self.std) != 3):
             problems.append(f"mode {self.mode} needs 3 std values")
+        if self.mode == "raw" and (self.mean is not None or self.std is not None):
+            problems.append("mode raw takes no mean/std (they would be ignored; use meanstd)")
+        if not all(math.isfinite(v) for v in (self.mean or ()) + (self.std or ())):
+            problems.append("mean/std values must be finite")
+        elif self.std is not None and min(self.std) <= 0:
+            problems.append("std values must be positive")
         if problems:
             raise EdgeClassifyError("invalid preprocessing spec: " + "; ".join(problems))
 
     @classmethod
-    def keras(cls, mode: str, input_size=(224, 224)) -> "PreprocessSpec":
-        """The spec matching ``keras.applications.imagenet_utils.preprocess_input(mode=...)``."""
+    def keras(cls, mode: str, input_size=(224, 224), resize: str = "nearest") -> "PreprocessSpec":
+        """The spec matching ``keras.applications.imagenet_utils.preprocess_input(mode=...)``,
+        or ``raw`` (no normalisation, RGB) for models that normalise inside the graph."""
+        size = tuple(input_size)
         if mode == "caffe":
-            return cls("caffe", "BGR", CAFFE_MEAN_BGR, None, tuple(input_size))
+            return cls("caffe", "BGR", CAFFE_MEAN_BGR, None, size, resize)
         if mode == "tf":
-            return cls("tf", "RGB", None, None, tuple(input_size))
+            return cls("tf", "RGB", None, None, size, resize)
         if mode == "torch":
-            return cls("torch", "RGB", TORCH_MEAN_RGB, TORCH_STD_RGB, tuple(input_size))
-        raise EdgeClassifyError(f"no Keras preprocessing mode {mode!r} (use caffe, tf or torch)")
+            return cls("torch", "RGB", TORCH_MEAN_RGB, TORCH_STD_RGB, size, resize)
+        if mode == "raw":
+            return cls("raw", "RGB", None, None, size, resize)
+        raise EdgeClassifyError(f"no Keras preprocessing mode {mode!r} (use caffe, tf, torch or raw)")
+
+    @classmethod
+    def meanstd(cls, mean, std, input_size=(224, 224), resize: str = "nearest") -> "PreprocessSpec":
+        """``(x - mean) / std`` with RGB constants on the 0..255 pixel scale; one number
+        applies to all three channels. (torchvision's 0..1 constants must be multiplied by
+        255 first, or use mode ``torch``: see ``preprocess_modes.meanstd_scale_warning``.)"""
+        return cls("meanstd", "RGB", _three(mean), _three(std), tuple(input_size), resize)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessSpec":
@@ -147,9 +176,31 @@ class ModelInfo:
     precision: str  # fp32 | fp16 | int8
     input_name: str = "input"
     output_name: str = "probabilities"
-    output: str = "probabilities"  # what the output holds: probabilities (softmax applied) or logits
-    num_classes: int = 1000
+    output: str = "probabilities"  # probabilities (activation inside the graph) or logits (heads.py)
+    num_classes: int = 1000  # labels; the graph outputs heads.output_width(head, num_classes) columns
     batch: int | None = None  # None: dynamic batch dimension
+    head: str = "softmax"  # softmax | sigmoid (multi-label) | binary (one sigmoid unit, two labels)
+    threshold: float | None = None  # multi-label: the score above which a label is reported
+
+    def __post_init__(self):
+        from .heads import HEADS, OUTPUTS
+
+        if self.head not in HEADS:
+            raise EdgeClassifyError(f"model head {self.head!r} is not one of {HEADS}")
+        if self.output not in OUTPUTS:
+            raise EdgeClassifyError(f"model output {self.output!r} is not one of {OUTPUTS}")
+        if self.head == "binary" and self.num_classes != 2:
+            raise EdgeClassifyError(f"a binary head has 2 labels, not {self.num_classes}")
+
+    @property
+    def multi_label(self) -> bool:
+        return self.head == "sigmoid"
+
+    @property
+    def width(self) -> int:
+        from .heads import output_width
+
+        return output_width(self.head, self.num_classes)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelInfo":
@@ -171,13 +222,19 @@ class ModelContract:
             )
 
     @property
+    def schema(self) -> int:
+        m, pre = self.model, self.preprocess
+        newer = m.head != "softmax" or m.threshold is not None or pre.mode == "raw" or pre.resize != "nearest"
+        return 2 if newer else 1
+
+    @property
     def weights_origin(self) -> str | None:
         return (self.provenance.get("weights") or {}).get("origin")
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` entries (string -> string) that carry this contract."""
         meta = {
-            "schema": str(SCHEMA_VERSION),
+            "schema": str(self.schema),
             "preprocess": _dumps(asdict(self.preprocess)),
             "labels": _dumps(self.labels.to_dict()),
             "model": _dumps(asdict(self.model)),
@@ -212,6 +269,12 @@ class ModelContract:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise EdgeClassifyError(f"{source} has a malformed edge-classify contract: {exc!r}") from None
+
+
+def _three(v) -> tuple[float, ...]:
+    """One number or three -> three floats (per channel)."""
+    vals = (v,) if isinstance(v, (int, float)) else tuple(v)
+    return tuple(float(x) for x in (vals * 3 if len(vals) == 1 else vals))
 
 
 def _dumps(obj) -> str:

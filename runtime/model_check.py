@@ -61,13 +61,15 @@ def check(contract: ModelContract, inputs, outputs, source: str) -> None:
         fail(f"output {y.name!r} is {y.type}; class scores are floating point")
     if len(odims) != 2:
         fail(f"output {y.name!r} has shape {_fmt(y.shape)}; class scores are (batch, classes)")
-    if odims[1] is not None and odims[1] != len(contract.labels):
-        fail(f"output {y.name!r} has {odims[1]} classes but the contract carries {len(contract.labels)} labels")
+    if odims[1] is not None and odims[1] != m.width:
+        fail(f"output {y.name!r} has {odims[1]} classes but the contract carries {len(contract.labels)} labels"
+             + (" (a binary head outputs one column)" if m.head == "binary" else ""))
 
 
 def check_output_width(contract: ModelContract, width: int, source: str) -> None:
     """For graphs whose class dimension is symbolic: checked on the first run."""
-    if width != len(contract.labels):
+    if width != contract.model.width:
         raise EdgeClassifyError(
-            f"{source}: the model produced {width} class scores but its contract carries {len(contract.labels)} labels",
+            f"{source}: the model produced {width} class scores but its contract expects {contract.model.width} "
+            f"({len(contract.labels)} labels, {contract.model.head} head)",
             hint="re-export the model with `export-model`", exit_code=EXIT_MODEL)
