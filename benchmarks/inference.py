@@ -10,37 +10,63 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from edge_classify.runtime.compare import compare
+from edge_classify.runtime.heads import probabilities
 
 from .pool import slug
 from .stats import round_robin, summarize_rounds
 
 
-def write_inputs(folder: Path, batches: list[int]) -> dict[int, Path]:
+def input_shape(spec) -> tuple[int, int, int]:
+    """One image's input tensor shape for a ``PreprocessSpec``."""
+    h, w = spec.input_size
+    return (3, h, w) if spec.layout == "NCHW" else (h, w, 3)
+
+
+def input_range(spec) -> tuple[float, float]:
+    """(low, high) of the model's input for ``spec``: pixels 0..255 through its mode, each
+    channel an affine map (x - a) / b, the range over the three channels."""
+    mean = np.asarray(spec.mean if spec.mean is not None else (0.0,) * 3, np.float64)
+    std = np.asarray(spec.std if spec.std is not None else (1.0,) * 3, np.float64)
+    a, b = {"caffe": (mean, 1.0), "tf": (127.5, 127.5), "torch": (mean * 255, std * 255),
+            "meanstd": (mean, std), "raw": (0.0, 1.0)}[spec.mode]
+    ends = (np.array([0.0, 255.0])[:, None] - a) / b
+    return float(ends.min()), float(ends.max())
+
+
+def write_inputs(folder: Path, batches: list[int], spec) -> dict[int, Path]:
     """The input tensors, one .npy per batch size, shared by every worker: the same
-    uniform noise in the model's input range (speed does not depend on pixel values)."""
+    uniform noise in the range of the model's input (``spec``: its ``PreprocessSpec``;
+    speed does not depend on pixel values)."""
     folder.mkdir(parents=True, exist_ok=True)
+    lo, hi = input_range(spec)
     paths = {}
     for b in batches:
         seed = 0 if b == 1 else 1
-        x = np.random.default_rng(seed).uniform(-120, 150, (b, 224, 224, 3)).astype(np.float32)
+        x = np.random.default_rng(seed).uniform(lo, hi, (b, *input_shape(spec))).astype(np.float32)
         paths[b] = folder / f"x_batch{b}.npy"
         np.save(paths[b], x)
     return paths
 
 
-def outputs(workers, x_path: Path, folder: Path, reference: str) -> dict[str, dict]:
+def outputs(workers, x_path: Path, folder: Path, reference: str, model=None) -> dict[str, dict]:
     """One untimed-by-the-rounds call per worker (its first inference), output saved;
-    max |difference| of each output from ``reference``'s."""
+    max |difference| of each output from ``reference``'s. Edge rows return probabilities
+    (the contract's head applied); with ``model`` (the contract's ``ModelInfo``), the others'
+    raw outputs (Keras, the peers) get the same head, so that all compare as probabilities."""
     folder.mkdir(parents=True, exist_ok=True)
-    firsts, saved = {}, {}
+    firsts, saved, probs = {}, {}, {}
     for w in workers:
         saved[w.name] = folder / f"{slug(w.label)}.npy"
         reply = w.request("output", input=str(x_path), save=str(saved[w.name]))
         w.meta["info"] = reply.get("info", w.meta.get("info"))
         firsts[w.name] = reply["ms"]
-    ref = np.load(saved[reference]) if reference in saved else None
+        probs[w.name] = np.load(saved[w.name])
+        if model is not None and w.meta.get("kind") != "edge":
+            probs[w.name] = probabilities(probs[w.name], model.head, model.output)
+    ref = probs.get(reference)
     return {n: {"first_inference_ms": firsts[n],
-                "max_abs_diff_vs_keras": float(np.abs(np.load(saved[n]) - ref).max()) if ref is not None else None}
+                "max_abs_diff_vs_keras": compare(ref, probs[n]).max_abs_diff if ref is not None else None}
             for n in saved}
 
 

@@ -140,16 +140,6 @@ def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, in
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """How closely a reduced-precision model follows FP32 on the same (held-out) images."""
-    from edge_classify.runtime.compare import topk_indices
+    from edge_classify.runtime.compare import compare
 
-    ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    t5r, t5c = topk_indices(ref, 5), topk_indices(cand, 5)
-    overlap = [len(set(a) & set(b)) / 5 for a, b in zip(t5r, t5c)]
-    diff = np.abs(ref - cand)
-    return {
-        "images": int(len(ref)),
-        "top1_agreement": float(np.mean(t5r[:, 0] == t5c[:, 0])),
-        "top5_overlap": float(np.mean(overlap)),
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-    }
+    return compare(reference, candidate).fidelity()
