@@ -10,9 +10,17 @@ from edge_classify.runtime import __version__
 from edge_classify.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EdgeClassifyError, report_internal_error
 from edge_classify.runtime.paths import default_model_path
 
+from .keras_head import HEAD_CHOICES
+from .keras_model import ARCHS
+
 EPILOG = """\
 examples:
   export-model                                   ResNet50, ImageNet weights, default location
+  export-model --keras-model my.keras --labels-from-dir data/train -o my.onnx   your own fine-tuned model
+  export-model --keras-model my.keras --labels labels.txt --resize bilinear -o my.onnx
+                                                 trained with image_dataset_from_directory (bilinear resize)
+  export-model --keras-model tags.keras --multi-label --threshold 0.4 --labels tags.txt -o tags.onnx
+  export-model --arch mobilenetv2 --weights imagenet -o mnv2.onnx   another keras.applications model
   export-model --fp16 -o models/r50.onnx         also writes models/r50.fp16.onnx
   export-model --arch resnet101 --static-batch 1 -o r101.onnx   fixed batch for TensorRT
   export-model --weights ~/resnet50_weights_tf_dim_ordering_tf_kernels.h5   offline
@@ -27,8 +35,14 @@ so only for a model whose export measured BF16's top-1 agreement with FP32 and f
 (--bf16, or --precision auto where BF16 was chosen). Without BF16 hardware or OpenVINO, --bf16
 says so and records nothing (not an error): the runtime then runs that model in FP32.
 
+Your own model: --keras-model takes a .keras file, a full-model .h5 or a SavedModel folder. What the
+file shows is read from it: the input size, the final activation (softmax, sigmoid, none = logits),
+in-model normalization (Rescaling/Normalization: preprocessing defaults to raw) and a
+keras.applications backbone (its preprocess_input is the default). Say the rest with --preprocess,
+--resize, --head and --labels / --labels-from-dir; the export says what it decided and why.
+
 Then: edge-classify IMG (reads the default location unless --model is given).
-exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity or agreement check failed (nothing written),
+exit codes: 0 written, 2 usage (incl. labels that do not fit the model), 3 weights/model error (incl. missing custom code), 4 parity or agreement check failed (nothing written),
             70 internal error (a bug: the message says where the traceback was saved)
 """
 
@@ -36,13 +50,43 @@ exit codes: 0 written, 2 usage, 3 weights/model error, 4 parity or agreement che
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="export-model",
-        description="Export a Keras ResNet to a self-describing ONNX model, checked against Keras.",
+        description="Export a Keras image classifier (keras.applications or your own fine-tuned model) to a "
+                    "self-describing ONNX model, checked against Keras.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--arch", default="resnet50", choices=["resnet50", "resnet101", "resnet152"],
-                   help="Keras application to export (default: resnet50)")
-    p.add_argument("--weights", default="imagenet", metavar="imagenet|random|PATH",
+    p.add_argument("--arch", default=None, choices=list(ARCHS), metavar="ARCH",
+                   help=f"keras.applications model to export: {', '.join(ARCHS)} (default: resnet50)")
+    own = p.add_argument_group("your own model")
+    own.add_argument("--keras-model", metavar="PATH", default=None,
+                     help="export this Keras model (.keras, full-model .h5, or a SavedModel folder) instead of --arch")
+    own.add_argument("--custom-objects", metavar="FILE.py", action="append", default=None,
+                     help="Python file defining the model's custom layers/functions (or a CUSTOM_OBJECTS dict); "
+                          "repeatable")
+    own.add_argument("--labels", metavar="FILE", default=None,
+                     help="class names in output order: one per line, or a JSON list")
+    own.add_argument("--labels-from-dir", metavar="DIR", default=None,
+                     help="class names = DIR's sorted subfolder names (the order image_dataset_from_directory "
+                          "assigns); also the default verification photos")
+    own.add_argument("--preprocess", metavar="MODE", default=None,
+                     help="how pixels were normalized in training: caffe | tf | torch (keras preprocess_input "
+                          "modes) | raw (pixels 0..255: the model normalizes inside) | mean=R,G,B:std=R,G,B (RGB, "
+                          "0..255 scale); default: the model's own (raw when it has Rescaling/Normalization, else "
+                          "its keras.applications backbone's mode)")
+    own.add_argument("--resize", choices=["nearest", "bilinear"], default=None,
+                     help="nearest = keras.utils.load_img's default (bit-exact with PIL); bilinear = "
+                          "tf.image.resize, what image_dataset_from_directory uses (default: nearest)")
+    own.add_argument("--input-size", metavar="HxW", type=_size, default=None,
+                     help="the input size, needed only when the model's input shape leaves it open")
+    own.add_argument("--head", choices=list(HEAD_CHOICES), default=None,
+                     help="what the output holds when the last layer does not show it: softmax, logits (no "
+                          "activation; softmax applied at run time), sigmoid (multi-label), sigmoid-logits")
+    own.add_argument("--multi-label", action="store_true",
+                     help="classes are independent (sigmoid per label): edge-classify lists every label above "
+                          "--threshold; detected by itself from a sigmoid final layer")
+    own.add_argument("--threshold", type=float, default=None, metavar="P",
+                     help="multi-label: the default score above which a label is reported (default 0.5)")
+    p.add_argument("--weights", default=None, metavar="imagenet|random|PATH",
                    help="imagenet (Keras' download and cache, default), random (smoke test), "
                         "or a local Keras weights file (.h5 / .weights.h5)")
     p.add_argument("--seed", type=int, default=None, help="seed for --weights random (default: 0)")
@@ -84,13 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    try:
+        size = (int(h), int(w)) if sep else (int(h), int(h))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HxW (e.g. 224x224)") from None
+    if min(size) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be positive")
+    return size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.static_batch is not None and args.static_batch < 1:
         parser.error("--static-batch must be at least 1")
+    if args.keras_model is not None and (args.arch or args.weights):
+        parser.error("--keras-model brings its own architecture and weights: drop --arch/--weights")
+    args.arch, args.weights = args.arch or "resnet50", args.weights or "imagenet"
     if args.seed is not None and args.weights != "random":
         parser.error("--seed only applies to --weights random")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error("--threshold must be between 0 and 1")
+    if args.labels and args.labels_from_dir:
+        parser.error("give --labels or --labels-from-dir, not both")
     if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
         parser.error("--min-agreement must be between 0 and 1")
     if (args.int8 or args.precision == "auto") and not args.calib:
@@ -106,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             static_batch=args.static_batch, verify_images=args.verify_images, progress=not args.quiet,
             int8=args.int8, calib=args.calib, calib_method=args.calib_method, calib_max=args.calib_max,
             int8_activations=args.int8_activations, min_agreement=args.min_agreement, precision=args.precision,
-            bf16=args.bf16,
+            bf16=args.bf16, keras_model_path=args.keras_model, custom_objects=args.custom_objects,
+            labels=args.labels, labels_from_dir=args.labels_from_dir, preprocess=args.preprocess,
+            resize=args.resize, input_size=args.input_size, head=args.head, multi_label=args.multi_label,
+            threshold=args.threshold,
         )
     except EdgeClassifyError as exc:
         print(f"export-model: error: {exc.message}", file=sys.stderr)
@@ -121,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .precision import BF16_LABEL, describe_bf16
 
-    print(f"exported {args.arch} (weights: {args.weights}) in {sum(result.timings_s.values()):.1f} s")
+    what = f"{args.keras_model} ({result.name})" if args.keras_model else f"{args.arch} (weights: {args.weights})"
+    print(f"exported {what} in {sum(result.timings_s.values()):.1f} s")
+    for line in result.decisions:
+        print(f"  {line}")
     for f in result.files:
         p = f.parity
         if "topk_identical" in p:
@@ -143,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         what = "not a --precision auto candidate" if args.precision == "auto" and not args.bf16 else "not measured"
         print(f"  BF16 {what}: {result.bf16_not_measured}; the model carries no BF16 figure, so edge-classify "
               "runs it in FP32")
-    if args.weights == "random":
+    for line in result.warnings:
+        print(f"  warning: {line}")
+    if args.weights == "random" and not args.keras_model:
         print("  note: random weights: for smoke tests only, predictions are meaningless")
     if args.output is None:
         print("classify with: edge-classify IMG")

@@ -11,12 +11,25 @@ from edge_classify.runtime.errors import EdgeClassifyError, first_line
 
 from .weights import WeightsSpec, download
 
-# arch -> (keras.applications constructor, preprocess_input mode, input size)
+# arch -> (keras.applications constructor, preprocess_input mode, input size). The mode is
+# what that application's ``preprocess_input`` does; "raw" where it is a pass-through because
+# the model normalizes inside (its own Rescaling/Normalization, include_preprocessing=True).
 ARCHS = {
     "resnet50": ("ResNet50", "caffe", (224, 224)),
     "resnet101": ("ResNet101", "caffe", (224, 224)),
     "resnet152": ("ResNet152", "caffe", (224, 224)),
+    "mobilenetv2": ("MobileNetV2", "tf", (224, 224)),
+    "mobilenetv3small": ("MobileNetV3Small", "raw", (224, 224)),
+    "mobilenetv3large": ("MobileNetV3Large", "raw", (224, 224)),
+    "efficientnetb0": ("EfficientNetB0", "raw", (224, 224)),
+    "efficientnetv2b0": ("EfficientNetV2B0", "raw", (224, 224)),
+    "densenet121": ("DenseNet121", "torch", (224, 224)),
+    "convnexttiny": ("ConvNeXtTiny", "raw", (224, 224)),
+    "inceptionv3": ("InceptionV3", "tf", (299, 299)),
+    "xception": ("Xception", "tf", (299, 299)),
+    "vgg16": ("VGG16", "caffe", (224, 224)),
 }
+DOWNLOAD_TIMEOUT_S = 30  # a stalled connection to the weights host fails instead of hanging
 
 
 @contextlib.contextmanager
@@ -62,6 +75,8 @@ def build(arch: str, weights: WeightsSpec):
     if weights.origin == "random":
         keras.utils.set_random_seed(weights.seed)
         return ctor(weights=None)
+    if weights.origin == "imagenet" and weights.url is None:  # Keras' own download for this arch
+        return _imagenet_via_keras(ctor, arch)
     if weights.origin == "imagenet":
         download(weights)
     model = ctor(weights=None)
@@ -74,3 +89,22 @@ def build(arch: str, weights: WeightsSpec):
             "(.h5 as keras.applications downloads, or .weights.h5 from model.save_weights)",
         ) from None
     return model
+
+
+def _imagenet_via_keras(ctor, arch: str):
+    """``ctor(weights="imagenet")``: Keras' own URL, hash check and cache for this arch, with
+    a socket timeout so an offline machine fails in seconds rather than hanging."""
+    import socket
+
+    from .weights import offline_error
+
+    saved = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return ctor(weights="imagenet")
+    except Exception as exc:  # get_file raises plain Exception on fetch failures
+        raise offline_error(f"Keras' keras-applications storage (keras.applications.{ARCHS[arch][0]})", arch,
+                            first_line(exc), weights_file=f"the ImageNet weights file Keras downloads for "
+                            f"{ARCHS[arch][0]} (~/.keras/models/)") from None
+    finally:
+        socket.setdefaulttimeout(saved)

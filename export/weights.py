@@ -67,8 +67,8 @@ def resolve(weights: str, arch: str, seed: int | None = None) -> WeightsSpec:
     if weights == "random":
         return WeightsSpec("random", arch, seed=0 if seed is None else seed)
     if weights == "imagenet":
-        if arch not in IMAGENET_MD5:
-            raise EdgeClassifyError(f"no ImageNet weights known for {arch}")
+        if arch not in IMAGENET_MD5:  # Keras downloads it itself (keras_model._imagenet_via_keras)
+            return WeightsSpec("imagenet", arch)
         fname = imagenet_filename(arch)
         url = KERAS_RESNET_WEIGHTS + fname
         if not keras_cache_file(fname).is_file():
@@ -96,13 +96,14 @@ def _preflight(url: str, arch: str) -> None:
         raise offline_error(url, arch, getattr(exc, "reason", exc)) from None
 
 
-def offline_error(url: str, arch: str, reason) -> EdgeClassifyError:
+def offline_error(url: str, arch: str, reason, weights_file: str | None = None) -> EdgeClassifyError:
+    weights_file = weights_file or f"Keras' {imagenet_filename(arch)}"
     return EdgeClassifyError(
         f"cannot download the ImageNet weights for {arch} from {url} ({reason})",
         hint=(
             "if this machine is offline, copy that file here and pass --weights PATH "
-            f"(it is Keras' {imagenet_filename(arch)}), or use --weights random for a smoke test "
-            "(meaningless predictions)"
+            f"(it is {weights_file}), or use --weights random "
+            "for a smoke test (meaningless predictions)"
         ),
     )
 

@@ -135,7 +135,7 @@ def test_help_is_instant_and_has_examples():
 
 
 def test_usage_errors(capsys):
-    for argv in (["--static-batch", "0"], ["--seed", "3"], ["--arch", "vgg16"]):
+    for argv in (["--static-batch", "0"], ["--seed", "3"], ["--arch", "alexnet"]):
         with pytest.raises(SystemExit) as e:
             export_cli.main(argv)
         assert e.value.code == 2

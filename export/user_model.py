@@ -1,0 +1,222 @@
+"""A user's own Keras model file, loaded and made ready to convert.
+
+Sources: a Keras 3 ``.keras`` file, a legacy full-model ``.h5``, or a SavedModel folder
+(``model.export()`` / ``tf.saved_model.save``, wrapped in ``keras.layers.TFSMLayer``).
+What fine-tuned models carry and conversion must not (``inference_copy``):
+
+* data-augmentation layers (``RandomFlip`` ... ``RandAugment``): identity at inference;
+  replaced by ``Identity`` so no random op or seed state reaches the converter;
+* a ``mixed_float16`` / ``mixed_bfloat16`` policy: every layer rebuilt in float32 with
+  the same weights (mixed-precision variables are float32 already). The export gate then
+  compares the ONNX model with this float32 copy, and the copy with the original.
+
+Also found here: in-model normalization (``Rescaling`` / ``Normalization``), and the
+keras.applications backbone a model was fine-tuned from, whose ``preprocess_input`` the
+user most likely trained with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from edge_classify.runtime.errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError, first_line
+
+from .keras_model import ARCHS, import_tensorflow
+
+# Not identity at inference (RandomCrop crops/resizes), so left in the graph.
+_KEPT_RANDOM = {"RandomCrop"}
+_AUGMENTATION = {"AugMix", "CutMix", "MixUp", "RandAugment"}
+NORMALIZING = ("Rescaling", "Normalization")
+
+
+def check_path(path: str) -> Path:
+    """Before TensorFlow is imported: the file or folder exists and looks like a model."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise EdgeClassifyError(f"--keras-model {path}: not found", exit_code=EXIT_USAGE)
+    if p.is_dir():
+        if not (p / "saved_model.pb").is_file():
+            raise EdgeClassifyError(f"--keras-model {path}: a folder, but not a SavedModel (no saved_model.pb)",
+                                    hint="pass a .keras or .h5 file, or a SavedModel folder", exit_code=EXIT_USAGE)
+    elif p.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        raise EdgeClassifyError(f"--keras-model {path}: not a .keras, .h5 or SavedModel",
+                                hint="save it with model.save('model.keras')", exit_code=EXIT_USAGE)
+    return p
+
+
+def load_custom_objects(files: list[str]) -> dict:
+    """Python files with the user's custom layers/functions -> ``custom_objects``.
+
+    A file may define ``CUSTOM_OBJECTS`` (a dict); otherwise every public class and
+    function it defines is offered under its own name. Classes registered with
+    ``@keras.saving.register_keras_serializable`` are found by importing the file at all.
+    """
+    found: dict = {}
+    for f in files:
+        p = Path(f).expanduser()
+        if not p.is_file():
+            raise EdgeClassifyError(f"--custom-objects {f}: not found", exit_code=EXIT_USAGE)
+        name = "edge_classify_custom_%d_%s" % (len(found), re.sub(r"\W", "_", p.stem))
+        spec = importlib.util.spec_from_file_location(name, p)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise EdgeClassifyError(f"--custom-objects {f} failed to import: {type(exc).__name__}: {first_line(exc)}",
+                                    exit_code=EXIT_USAGE) from None
+        objects = getattr(module, "CUSTOM_OBJECTS", None)
+        if objects is None:
+            objects = {k: v for k, v in vars(module).items()
+                       if not k.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
+                       and getattr(v, "__module__", None) == name}
+        found.update(objects)
+    return found
+
+
+_MISSING = (re.compile(r"Could not locate (?:class|function) '([^']+)'"),
+            re.compile(r"Unknown (?:layer|activation|loss|metric|object)[^:]*: '?([^'\s.]+)"),
+            re.compile(r"'registered_name': '([^']+)'"))
+
+
+def missing_custom_name(message: str) -> str | None:
+    for pattern in _MISSING:
+        m = pattern.search(message)
+        if m:
+            return m.group(1)
+    return None
+
+
+def load(path: Path, custom_objects: dict | None = None):
+    """The Keras model in ``path`` (not compiled; its training configuration is not needed)."""
+    import_tensorflow()
+    import keras
+
+    if path.is_dir():
+        return _saved_model(path)
+    try:
+        return keras.models.load_model(str(path), compile=False, custom_objects=custom_objects or None)
+    except Exception as exc:  # Keras raises TypeError / ValueError / KeyError for a file it cannot rebuild
+        text = str(exc)
+        missing = missing_custom_name(text)
+        if missing:
+            raise EdgeClassifyError(
+                f"{path.name} uses custom code that is not available here: {missing!r}",
+                hint=f"pass --custom-objects FILE.py, a Python file that defines or imports {missing.split('>')[-1]} "
+                     "(or a CUSTOM_OBJECTS dict); classes registered with @keras.saving.register_keras_serializable "
+                     "are found by importing the file",
+                exit_code=EXIT_MODEL) from None
+        if "safe_mode" in text:
+            raise EdgeClassifyError(f"{path.name} contains a Python lambda (a Lambda layer), which Keras does "
+                                    "not load from a file by default", hint="replace the Lambda layer with a custom "
+                                    "layer class and pass --custom-objects", exit_code=EXIT_MODEL) from None
+        raise EdgeClassifyError(f"cannot load Keras model {path}: {type(exc).__name__}: {first_line(exc)}",
+                                exit_code=EXIT_MODEL) from None
+
+
+def _saved_model(path: Path):
+    """A SavedModel's ``serving_default`` signature as a one-input, one-output Keras model."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        sig = loaded.signatures["serving_default"]
+    except (KeyError, OSError, ValueError) as exc:
+        raise EdgeClassifyError(f"cannot load SavedModel {path}: {first_line(exc)}",
+                                hint="it needs a serving_default signature (model.export() writes one)",
+                                exit_code=EXIT_MODEL) from None
+    inputs = sig.structured_input_signature[1]
+    outputs = sig.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise EdgeClassifyError(f"SavedModel {path}: serving_default has {len(inputs)} inputs and {len(outputs)} "
+                                "outputs; an image classifier has one of each", exit_code=EXIT_MODEL)
+    (in_spec,) = inputs.values()
+    (out_key,) = outputs
+    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    x = keras.Input(tuple(in_spec.shape[1:]), dtype=in_spec.dtype.name)
+    y = layer(x)
+    return keras.Model(x, y[out_key] if isinstance(y, dict) else y, name=path.name)
+
+
+def walk(model):
+    """Every layer, nested models' layers included, in order."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from walk(layer)
+
+
+def _is_augmentation(layer) -> bool:
+    name = type(layer).__name__
+    return (name.startswith("Random") and name not in _KEPT_RANDOM) or name in _AUGMENTATION
+
+
+def _reduced_precision(layer) -> bool:
+    policy = getattr(layer, "dtype_policy", None)
+    return getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16")
+
+
+def inference_copy(model):
+    """(model ready to convert, [what was changed]): augmentation stripped, float32 throughout.
+
+    Returns ``model`` itself when there is nothing to change."""
+    import keras
+
+    layers = list(walk(model))
+    augment = [lyr for lyr in layers if _is_augmentation(lyr)]
+    mixed = any(_reduced_precision(lyr) for lyr in layers)
+    if not augment and not mixed:
+        return model, []
+    rebuilt = []
+
+    def clone(layer):
+        if _is_augmentation(layer):
+            return keras.layers.Identity(name=layer.name)
+        if not mixed:
+            return layer  # shared, weights and all
+        new = type(layer).from_config({**layer.get_config(), "dtype": "float32"})
+        rebuilt.append((layer, new))
+        return new
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    for old, new in rebuilt:
+        new.set_weights(old.get_weights())
+    changes = [f"removed augmentation layer {lyr.name} ({type(lyr).__name__}): identity at inference" for lyr in augment]
+    if mixed:
+        policy = next(lyr.dtype_policy.name for lyr in layers if _reduced_precision(lyr))
+        changes.append(f"rebuilt in float32 from its {policy} policy (same weights)")
+    return copy, changes
+
+
+def normalizing_layers(model) -> list[str]:
+    """In-model normalization, as ``name (Class)``: with these, the input is raw pixels."""
+    return [f"{lyr.name} ({type(lyr).__name__})" for lyr in walk(model) if type(lyr).__name__ in NORMALIZING]
+
+
+def backbone(model) -> str | None:
+    """The keras.applications arch a model was built on, from its nested model's name
+    (``resnet50``, ``mobilenetv2_0.35_224``, ``efficientnetb0``...), or None."""
+    names = [lyr.name.lower() for lyr in walk(model) if hasattr(lyr, "layers")] + [model.name.lower()]
+    for name in names:
+        flat = re.sub(r"[_\-]", "", name)
+        for arch in ARCHS:  # "resnet50v2" is not resnet50 (a letter follows): another preprocessing
+            if flat.startswith(arch) and not flat[len(arch):len(arch) + 1].isalpha():
+                return arch
+    return None
+
+
+def input_shape(model) -> tuple:
+    """(height, width, channels) of the model's single image input; None where dynamic."""
+    if len(model.inputs) != 1:
+        raise EdgeClassifyError(f"the model has {len(model.inputs)} inputs; an image classifier has one",
+                                exit_code=EXIT_MODEL)
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4:
+        raise EdgeClassifyError(f"the model's input has shape {shape}; an image batch is (batch, height, width, "
+                                "channels)", exit_code=EXIT_MODEL)
+    return shape[1:]
