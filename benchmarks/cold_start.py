@@ -5,11 +5,15 @@ hits both. Wall time is measured around the process, peak RSS comes from ``wait4
 rusage of that very child. Prints medians and ratios; ``--json`` writes them too.
 
     python benchmarks/cold_start.py --model m.onnx --weights w.weights.h5 --image cat.jpg --runs 5
+    python benchmarks/cold_start.py --model m.onnx --keras-model my.keras --image cat.jpg
 
-The Keras script is what users run today: import TensorFlow, build ResNet50, load the
-weights, ``load_img`` -> ``img_to_array`` -> ``preprocess_input`` -> ``predict``, print
-the top-3 (labels from the package's copy of Keras' class index, since
-``decode_predictions`` would download it).
+The Keras script is what users run today: import TensorFlow, load the model
+(``keras.models.load_model(path, compile=False)`` for their own model; for a
+keras.applications export, its constructor, e.g. ResNet50, and the weights), ``load_img``
+-> ``img_to_array`` -> the mode's ``preprocess_input`` (``export.verify.keras_inputs``, at
+the model's input size, resize and mode) -> ``predict``, print the top-3. Labels, input
+size and preprocessing come from the ONNX file's contract (for ImageNet models, the
+package's copy of Keras' class index, since ``decode_predictions`` would download it).
 """
 
 from __future__ import annotations
@@ -26,17 +30,28 @@ from pathlib import Path
 KERAS_SCRIPT = r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import json
 import numpy as np
 import keras
-from keras.applications.resnet50 import ResNet50, preprocess_input
-from edge_classify.runtime.contract import LabelSet
-weights, image = sys.argv[1], sys.argv[2]
-model = ResNet50(weights=None)
-model.load_weights(weights)
-img = keras.utils.load_img(image, target_size=(224, 224))
-x = preprocess_input(np.expand_dims(keras.utils.img_to_array(img), 0))
-p = model.predict(x, verbose=0)[0]
-names = LabelSet.imagenet1k().names
+from edge_classify.export.verify import keras_inputs
+from edge_classify.runtime.contract import ModelContract
+from edge_classify.runtime.heads import probabilities
+from edge_classify.runtime.onnx_meta import metadata
+source, onnx_path, image = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+contract = ModelContract.from_metadata(metadata(onnx_path))
+path = source.get("keras_model")
+if path and os.path.isdir(path):  # a SavedModel folder
+    model = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+elif path:
+    model = keras.models.load_model(path, compile=False)
+else:
+    model = getattr(keras.applications, source["application"])(weights=None)
+    model.load_weights(source["weights"])
+x = keras_inputs([image], contract.preprocess)
+y = model.predict(x, verbose=0) if hasattr(model, "predict") else model(x)
+y = next(iter(y.values())) if isinstance(y, dict) else y
+p = probabilities(np.asarray(y), contract.model.head, contract.model.output)[0]
+names = contract.labels.names
 for i, k in enumerate(np.argsort(-p)[:3], 1):
     print(f"{i}. {names[k]}: {p[k] * 100:.2f}%")
 """
@@ -86,9 +101,15 @@ def edge_command(model: str, image: str, threads: int | None = None) -> list[str
     return cmd + (["--threads", str(threads)] if threads else []) + [image]
 
 
-def run(model: str, weights: str, image: str, runs: int, threads: int | None = None, log=_stderr) -> dict:
+def keras_command(source: dict, model: str, image: str) -> list[str]:
+    """The Keras script for ``source`` (model_files.keras_source), the contract read from ``model``."""
+    return [sys.executable, "-c", KERAS_SCRIPT, json.dumps(source), model, image]
+
+
+def run(model: str, source: dict, image: str, runs: int, threads: int | None = None, log=_stderr) -> dict:
+    """``source``: what the Keras script loads (model_files.keras_source)."""
     edge = edge_command(model, image, threads)
-    keras_cmd = [sys.executable, "-c", KERAS_SCRIPT, weights, image]
+    keras_cmd = keras_command(source, model, image)
     results = {"edge-classify": [], "keras-script": []}
     outputs = {}
     for i in range(runs):
@@ -137,13 +158,18 @@ def by_precision(models: dict, image: str, runs: int, log=_stderr) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="exported .onnx")
-    p.add_argument("--weights", required=True, help="the Keras weights the model was exported from")
+    p.add_argument("--weights", type=Path, default=None, help="the Keras weights a keras.applications model "
+                   "was exported from")
+    p.add_argument("--keras-model", type=Path, default=None, help="your Keras model file the model was exported from")
     p.add_argument("--image", required=True)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    s = run(args.model, args.weights, args.image, args.runs, args.threads)
+    from edge_classify.benchmarks.model_files import keras_source, read_contract
+
+    source = keras_source(read_contract(Path(args.model)), args.weights, args.keras_model)
+    s = run(args.model, source, args.image, args.runs, args.threads)
     for name in ("edge-classify", "keras-script"):
         print(f"{name:14s} median wall {s[name]['wall_s_median']:.2f} s, "
               f"median peak RSS {s[name]['peak_rss_mib_median']:.0f} MiB")

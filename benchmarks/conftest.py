@@ -1,7 +1,8 @@
 """Fixtures for the pytest-benchmark micro suite (``pytest benchmarks/``).
 
-Set ``EDGE_BENCH_MODEL=path/to/model.onnx`` to time an existing export; otherwise a
-ResNet50 with random weights is exported once per session (about a minute).
+Set ``EDGE_BENCH_MODEL=path/to/model.onnx`` to time an existing export (any classifier:
+input size, classes and preprocessing come from its contract); otherwise a ResNet50 with
+random weights is exported once per session (about a minute).
 """
 
 from __future__ import annotations
@@ -24,6 +25,28 @@ def model_paths(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench-model") / "resnet50.onnx"
     result = export_model(out, weights="random", fp16=True, progress=False)
     return {f.precision: f.path for f in result.files}
+
+
+@pytest.fixture(scope="session")
+def contract(model_paths):
+    """The timed model's contract (input size, classes, head, preprocessing)."""
+    from edge_classify.benchmarks.model_files import read_contract
+
+    return read_contract(model_paths["fp32"])
+
+
+@pytest.fixture(scope="session")
+def preprocess_spec():
+    """EDGE_BENCH_MODEL's preprocessing, else the default export's (ResNet50: caffe, 224x224,
+    nearest), without exporting a model for the preprocessing benchmarks."""
+    given = os.environ.get("EDGE_BENCH_MODEL")
+    if given:
+        from edge_classify.benchmarks.model_files import read_contract
+
+        return read_contract(Path(given)).preprocess
+    from edge_classify.runtime.contract import PreprocessSpec
+
+    return PreprocessSpec.keras("caffe")
 
 
 @pytest.fixture(scope="session")

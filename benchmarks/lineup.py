@@ -22,8 +22,10 @@ def edge_name(engine: str, file_precision: str) -> str:
     return f"edge-classify {engine} {file_precision}"
 
 
-def keras_specs(weights: Path, threads: int | None) -> list[dict]:
-    return [{"type": "keras", "name": n, "mode": mode, "weights": str(weights), "threads": threads}
+def keras_specs(source: dict, input_shape: tuple[int, ...], threads: int | None) -> list[dict]:
+    """``source``: what to load (model_files.keras_source); ``input_shape``: one image's
+    tensor shape, for the tf.function signature."""
+    return [{"type": "keras", "name": n, "mode": mode, **source, "input_shape": list(input_shape), "threads": threads}
             for n, mode in ((KERAS_PREDICT, "predict"), (TF_FUNCTION, "tf.function"))]
 
 

@@ -5,6 +5,11 @@ weights) is exported with ``export-model``'s own pipeline, FP32 + FP16 + INT8 (c
 on the sample photos; not in --quick). The export runs in a child process
 (``python -m edge_classify.benchmarks.model_files OUT [--quick]``) so that TensorFlow is
 never loaded in the process that conducts the measurements.
+
+With ``--model``, what the rows need comes from the file's contract (input size, class
+count, preprocessing, the model's name), and the Keras rows load the model it was exported
+from: ``--keras-model`` (the user's own .keras / .h5 / SavedModel) or ``--weights`` (a
+keras.applications export: the contract's arch, built by its constructor).
 """
 
 from __future__ import annotations
@@ -43,14 +48,82 @@ def calibration_photos(model: Path) -> list[Path]:
     return sample_photos()
 
 
-def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: bool = False) -> dict:
-    """{"fp32": path, "fp16": path | None, "int8": path | None, "weights": path, "origin": str}."""
+def read_contract(model: Path):
+    """The model's contract, read from its metadata (no TensorFlow, no engine)."""
+    from edge_classify.runtime.contract import ModelContract
+    from edge_classify.runtime.errors import EdgeClassifyError
+    from edge_classify.runtime.onnx_meta import NotOnnx, metadata
+
+    try:
+        return ModelContract.from_metadata(metadata(model), str(model))
+    except (NotOnnx, OSError) as exc:
+        raise SystemExit(f"edge-bench: cannot read --model {model}: not a readable ONNX model ({exc})") from None
+    except EdgeClassifyError as exc:
+        raise SystemExit(f"edge-bench: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")) from None
+
+
+def keras_source(contract, weights: Path | None, keras_model: Path | None) -> dict:
+    """What the Keras rows load: ``{"keras_model": path}`` (the user's model) or
+    ``{"arch", "application", "weights"}`` (a keras.applications export)."""
+    from edge_classify.export.keras_model import ARCHS
+
+    user = contract.provenance.get("keras_model")
+    if weights is not None and keras_model is not None:
+        raise SystemExit("edge-bench: give --weights (a keras.applications export) or --keras-model "
+                         "(your own model), not both")
+    if weights is None and keras_model is None:
+        raise SystemExit(f"edge-bench: --model needs --keras-model (the Keras model it was exported from, "
+                         f"{user.get('file')})" if user else "edge-bench: --model needs --weights (the Keras "
+                         "weights it was exported from) or --keras-model (your own Keras model it was exported from)")
+    if keras_model is not None:
+        if not keras_model.exists():
+            raise SystemExit(f"edge-bench: --keras-model {keras_model}: not found")
+        return {"keras_model": str(keras_model)}
+    arch = contract.model.arch
+    if user or arch not in ARCHS:
+        raise SystemExit(f"edge-bench: {arch!r} is not a keras.applications model that --weights can rebuild: "
+                         f"pass the model file it was exported from with --keras-model")
+    return {"arch": arch, "application": ARCHS[arch][0], "weights": str(weights)}
+
+
+def describe(contract) -> dict:
+    """The model as the report names it, from its contract."""
+    from edge_classify.export.keras_model import ARCHS
+
+    m, pre = contract.model, contract.preprocess
+    user = contract.provenance.get("keras_model")
+    h, w = pre.input_size
+    name = m.arch if user or m.arch not in ARCHS else ARCHS[m.arch][0]
+    return {"name": name, "arch": m.arch, "source": f"your model {user.get('file')}" if user else
+            f"keras.applications.{name}", "input_size": [h, w], "num_classes": m.num_classes,
+            "head": m.head, "output": m.output, "preprocess": pre.mode, "resize": pre.resize,
+            "label": f"{name} ({h}x{w}, {m.num_classes} classes)"}
+
+
+def sha_note(contract, keras_model: Path | None) -> str | None:
+    """A note when --keras-model is not the file the export recorded (by sha256)."""
+    recorded = (contract.provenance.get("keras_model") or {}).get("sha256")
+    if keras_model is None or not recorded or not keras_model.is_file():
+        return None
+    from edge_classify.export.weights import sha256_file
+
+    if sha256_file(keras_model) == recorded:
+        return None
+    return (f"--keras-model {keras_model.name} is not the file {contract.model.arch} was exported from (sha256 "
+            "differs): the Keras rows' outputs may not match the exported files'")
+
+
+def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: bool = False,
+            keras_model: Path | None = None) -> dict:
+    """{"fp32": path, "fp16": path | None, "int8": path | None, "tf2onnx": path | None,
+    "contract": the FP32 file's contract, "keras": keras_source(), "origin": str}."""
     if model is not None:
-        if weights is None:
-            raise SystemExit("edge-bench: --model needs --weights (the Keras weights it was exported from)")
+        contract = read_contract(model)
         sib = {pr: model.with_name(model.name.replace(".onnx", f".{pr}.onnx")) for pr in ("fp16", "int8", "tf2onnx")}
-        return {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()},
-                "weights": weights, "origin": "given"}
+        return {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()}, "contract": contract,
+                "keras": keras_source(contract, weights, keras_model),
+                "origin": f"given ({(keras_model or weights).name})",
+                "sha_note": sha_note(contract, keras_model)}
     say(f"exporting FP32 + FP16{'' if quick else ' + INT8'} from random weights (seed 0) with export-model's "
         "pipeline, in a child process")
     cmd = [sys.executable, "-m", "edge_classify.benchmarks.model_files", str(out)] + (["--quick"] if quick else [])
@@ -58,8 +131,10 @@ def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: boo
     if p.returncode != 0:
         raise SystemExit(f"edge-bench: model export failed:\n{p.stderr[-2000:]}")
     files = json.loads(p.stdout.strip().splitlines()[-1])
-    return {pr: (Path(files[pr]) if files.get(pr) else None)
-            for pr in ("fp32", "fp16", "int8", "weights", "tf2onnx")} | {"origin": "random (seed 0)"}
+    m = {pr: (Path(files[pr]) if files.get(pr) else None) for pr in ("fp32", "fp16", "int8", "tf2onnx")}
+    contract = read_contract(m["fp32"])
+    return m | {"contract": contract, "keras": keras_source(contract, Path(files["weights"]), None),
+                "origin": "random (seed 0)"}
 
 
 def _export(out: Path, quick: bool) -> dict:

@@ -1,8 +1,10 @@
 """Preprocessing alone: edge-classify's OpenCV path vs Keras' ``load_img`` + ``preprocess_input``,
-each in its own worker process (TensorFlow stays in the Keras one), alternating."""
+each in its own worker process (TensorFlow stays in the Keras one), alternating; both for the
+model contract's preprocessing (input size, resize, mode)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,11 @@ from .stats import round_ratios, summarize
 OURS, THEIRS = "edge-classify (OpenCV)", "keras (PIL)"
 
 
-def run(photos: list[Path], plan: dict, out: Path, say) -> dict:
-    specs = [{"type": "preprocess", "name": OURS, "impl": "opencv", "photos": [str(p) for p in photos]},
-             {"type": "preprocess", "name": THEIRS, "impl": "keras", "photos": [str(p) for p in photos]}]
-    dummy = inference.write_inputs(out / "inputs", [1])[1]  # the systems ignore it
+def run(photos: list[Path], plan: dict, out: Path, say, spec) -> dict:
+    """``spec``: the model's ``PreprocessSpec``."""
+    specs = [{"type": "preprocess", "name": name, "impl": impl, "photos": [str(p) for p in photos],
+              "preprocess": asdict(spec)} for name, impl in ((OURS, "opencv"), (THEIRS, "keras"))]
+    dummy = inference.write_inputs(out / "inputs", [1], spec)[1]  # the systems ignore it
     with Pool(out / "workers") as pool:
         failed = pool.build(specs, parallel=plan["parallel_build"])
         if failed:
@@ -27,7 +30,9 @@ def run(photos: list[Path], plan: dict, out: Path, say) -> dict:
             saved[w.name] = out / "outputs" / f"preprocess-{w.name.split()[0]}.npy"
             saved[w.name].parent.mkdir(parents=True, exist_ok=True)
             w.request("output", input=str(dummy), save=str(saved[w.name]))
-        identical = bool(np.array_equal(np.load(saved[OURS]), np.load(saved[THEIRS])))
+        ours, theirs = np.load(saved[OURS]), np.load(saved[THEIRS])
+        identical = bool(np.array_equal(ours, theirs))
+        max_diff = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else None
         res = inference.timed_rounds(list(pool), dummy, plan["preprocess_rounds"], 1, warmup=2,
                                      gap_s=plan["gap_s"])
     out_rows: dict = {}
@@ -37,6 +42,7 @@ def run(photos: list[Path], plan: dict, out: Path, say) -> dict:
         out_rows[name] = {"ms_per_image_p50": s["p50_ms"], **s}
     out_rows["photos"] = len(photos)
     out_rows["identical_outputs"] = identical
+    out_rows["max_abs_diff"] = max_diff
     out_rows["speedup"] = out_rows[THEIRS]["p50_ms"] / out_rows[OURS]["p50_ms"]
     out_rows["speedup_per_round"] = round_ratios(res[THEIRS]["round_p50_ms"], res[OURS]["round_p50_ms"])
     say(f"preprocessing: OpenCV {out_rows[OURS]['p50_ms']:.2f} ms/image vs Keras {out_rows[THEIRS]['p50_ms']:.2f}; "

@@ -199,7 +199,7 @@ def markdown(d: dict) -> str:
     cpu = env.get("cpu_for_peak") or {}
     parts = [
         "# edge-classify benchmark report",
-        f"{d['created']} · mode `{d['mode']}` · {d['wall_s']:.0f} s · ResNet50, weights {d['model']['weights']}",
+        f"{d['created']} · mode `{d['mode']}` · {d['wall_s']:.0f} s · {_model_md(d['model'])}",
         f"**Machine:** {ls.get('Model name', env['cpu'])} (lscpu: {ls.get('CPU(s)', env['logical_cpus'])} CPUs, "
         f"{ls.get('Thread(s) per core', '?')} thread(s) per core, {env['usable_cpus']} usable; "
         f"{_f(cpu.get('mhz'), '.0f')} MHz from {cpu.get('mhz_source')}; flags of interest: {flags}); {env['os']}; "
@@ -264,7 +264,10 @@ def markdown(d: dict) -> str:
                   [[n, f"{row['p50_ms']:.2f}", f"{row['min_ms']:.2f}"] for n, row in d["preprocessing"].items()
                    if isinstance(row, dict) and "p50_ms" in row]),
         f"{d['preprocessing'].get('photos', '')} photos, each pipeline in its own worker, alternating. Outputs "
-        f"identical: **{d['preprocessing']['identical_outputs']}**; the OpenCV path is "
+        f"identical: **{d['preprocessing']['identical_outputs']}**"
+        + (f" (max |difference| {d['preprocessing']['max_abs_diff']:.2g})"
+           if not d["preprocessing"]["identical_outputs"] and _num(d["preprocessing"].get("max_abs_diff")) else "")
+        + "; the OpenCV path is "
         f"{d['preprocessing']['speedup']:.2f}x as fast (per round: {_spread(d['preprocessing'].get('speedup_per_round'))}).",
         "## End to end, cold (fresh process, one image)",
         "![cold start](cold_start.png)",
@@ -298,6 +301,18 @@ def markdown(d: dict) -> str:
         "## Notes", "\n".join(f"- {n}" for n in d["notes"]) or "-",
     ]
     return "\n\n".join(x for x in parts if x) + "\n"
+
+
+def _model_name(model: dict) -> str:
+    return model.get("name") or "ResNet50"  # reports before the model was read from its contract
+
+
+def _model_md(model: dict) -> str:
+    """The model line: name, input size, classes, where it came from, weights."""
+    if not model.get("label"):
+        return f"{_model_name(model)}, weights {model['weights']}"
+    return (f"{model['label']}, {model['head']} head, preprocessing `{model['preprocess']}` (resize "
+            f"{model['resize']}), {model['source']}, weights {model['weights']}")
 
 
 def _spread_md(s: dict | None, short: bool = False) -> str:
@@ -364,7 +379,7 @@ def plots(d: dict, out: Path) -> list[Path]:
     ax.set_xlim(0, max(lat[n]["p99_ms"] for n in names) * 1.25)
     ax.invert_yaxis()
     ax.set_xlabel("latency per image, ms (bar: p50; whiskers: min to p99)")
-    ax.set_title("ResNet50 inference latency, batch 1 (lower is better)")
+    ax.set_title(f"{_model_name(d['model'])} inference latency, batch 1 (lower is better)")
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color="#9e9e9e", label="Keras / TensorFlow"), Patch(color="#1f77b4", label="edge-classify"),

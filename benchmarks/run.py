@@ -2,12 +2,16 @@
 
     edge-bench                      # default run, 5-7 minutes on 2 cores
     edge-bench --quick              # smoke run, under 2 minutes (what CI runs)
-    edge-bench --model m.onnx --weights w.weights.h5 -o bench-out
+    edge-bench --model m.onnx --weights w.weights.h5 -o bench-out    # a keras.applications export
+    edge-bench --model m.onnx --keras-model my.keras -o bench-out    # an export of your own model
 
 Without ``--model``, it builds ResNet50 with random weights (seed 0; speed does not
 depend on the weights, and the report says so), saves those weights for the Keras rows,
 and exports FP32 + FP16 + INT8 (calibrated on the sample photos; not in --quick) with
-``export-model``'s own pipeline. Every timed system runs in its own worker process
+``export-model``'s own pipeline. With ``--model``, the input size, class count and
+preprocessing come from the file's contract, and the Keras rows load the model it was
+exported from: your model file (``--keras-model``), or the contract's keras.applications
+arch with ``--weights``. Every timed system runs in its own worker process
 (worker.py); this process only conducts, and never imports TensorFlow.
 """
 
@@ -59,14 +63,19 @@ def peer_source(m: dict) -> Path:
     return m.get("tf2onnx") or m["fp32"]
 
 
-def quantize_for_peer(m: dict, out: Path, prog: Progress) -> tuple[Path | None, str | None]:
-    """NNCF INT8 of the FP32 file on the same calibration photos, in a throwaway worker."""
-    from .pool import WorkerError, task
+def quantize_for_peer(m: dict, out: Path, prog: Progress, name: str) -> tuple[Path | None, str | None]:
+    """NNCF INT8 of the FP32 file on the same calibration photos, in a throwaway worker;
+    ``name``: the model's, for the file name."""
+    from dataclasses import asdict
+
+    from .pool import WorkerError, slug, task
 
     photos = calibration_photos(m["fp32"])
     try:
         res = task("nncf_quantize", {"model": str(peer_source(m)), "calib": [str(p) for p in photos],
-                                     "save": str(out / "model-nncf" / "resnet50.nncf-int8.xml")}, out / "workers")
+                                     "preprocess": asdict(m["contract"].preprocess),
+                                     "save": str(out / "model-nncf" / f"{slug(name)}.nncf-int8.xml")},
+                   out / "workers")
     except WorkerError as exc:
         return None, f"NNCF quantization failed, its peer row skipped: {exc}"
     prog.say(f"NNCF int8 for the peer: {res['calibration_images']} calibration photos, {res['quantize_s']:.1f} s")
@@ -106,11 +115,16 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: few iterations, under 2 minutes")
     p.add_argument("--model", type=Path, default=None,
                    help="exported FP32 .onnx (its .fp16.onnx / .int8.onnx siblings are used too)")
-    p.add_argument("--weights", type=Path, default=None, help="Keras weights --model was exported from")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="Keras weights --model was exported from (a keras.applications export)")
+    p.add_argument("--keras-model", type=Path, default=None,
+                   help="your Keras model (.keras, .h5 or SavedModel folder) --model was exported from")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: each's own)")
     p.add_argument("--no-openvino", action="store_true", help="leave OpenVINO out even if installed")
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
+    if args.model is None and (args.weights or args.keras_model):
+        p.error("--weights and --keras-model name what --model was exported from: give --model too")
 
     from . import (
         cold_start,
@@ -135,11 +149,18 @@ def main(argv=None) -> int:
     env = environment({"requested": args.threads})
 
     prog.section("model")
-    m = model_files.prepare(args.out, args.model, args.weights, prog.say, quick=args.quick)
+    m = model_files.prepare(args.out, args.model, args.weights, prog.say, quick=args.quick,
+                            keras_model=args.keras_model)
     files = {pr: m[pr] for pr in ("fp32", "fp16", "int8") if m.get(pr)}
+    described = model_files.describe(m["contract"])
+    pre = m["contract"].preprocess
+    prog.say(f"model: {described['label']}, {described['source']}; preprocessing {pre.mode}, resize {pre.resize}")
     have_ov = systems.openvino_available() and not args.no_openvino
     engines = ["onnxruntime"] + (["openvino"] if have_ov else [])
     notes = [f"weights: {m['origin']}; latency does not depend on weight values"]
+    if m.get("sha_note"):
+        notes.append(m["sha_note"])
+        prog.say(f"note: {m['sha_note']}")
     if not have_ov:
         notes.append("OpenVINO not installed (pip install openvino, the [bench] extra) or --no-openvino: the "
                      "OpenVINO peers and edge-classify's openvino rows skipped")
@@ -156,7 +177,7 @@ def main(argv=None) -> int:
     # would be compared with FP32 peers.
     nncf_ir = None
     if have_ov and m.get("int8") and systems.nncf_available():
-        nncf_ir, note = quantize_for_peer(m, args.out, prog)
+        nncf_ir, note = quantize_for_peer(m, args.out, prog, described["name"])
         notes.append(note)
     elif have_ov:
         notes.append("OpenVINO NNCF int8 peer skipped: " + ("no INT8 file to match (--quick skips the INT8 export)"
@@ -174,10 +195,10 @@ def main(argv=None) -> int:
     if not plan["ready_run"]:
         notes.append("--quick: the first call at each throughput batch size is timed (no untimed first call)")
 
-    specs = (lineup.keras_specs(m["weights"], args.threads)
+    specs = (lineup.keras_specs(m["keras"], inference.input_shape(pre), args.threads)
              + lineup.edge_specs(files, engines, args.threads, systems.ort_openvino_ep_available())
              + lineup.peer_specs(peer_source(m), m.get("int8"), nncf_ir, have_ov, args.threads))
-    inputs = inference.write_inputs(args.out / "inputs", [1, *plan["throughput"]])
+    inputs = inference.write_inputs(args.out / "inputs", [1, *plan["throughput"]], pre)
     with Pool(args.out / "workers") as pool:
         prog.say(f"building {len(specs)} systems, one worker process each"
                  + (" (in parallel)" if plan["parallel_build"] else ""))
@@ -188,7 +209,8 @@ def main(argv=None) -> int:
                 raise SystemExit(f"edge-bench: {err}")
         if plan["parallel_build"]:
             notes.append("--quick builds the systems in parallel: their create_s include waiting for the CPU")
-        agreement = inference.outputs(list(pool), inputs[1], args.out / "outputs", lineup.KERAS_PREDICT)
+        agreement = inference.outputs(list(pool), inputs[1], args.out / "outputs", lineup.KERAS_PREDICT,
+                                      m["contract"].model)
 
         rounds, iters = plan["latency"]
         prog.section("latency", f"batch 1, {rounds} rounds x {iters} calls of {len(pool.workers)} workers")
@@ -211,10 +233,10 @@ def main(argv=None) -> int:
 
     prog.section("preprocessing", "OpenCV path vs Keras load_img + preprocess_input, one worker each")
     photos = sample_photos()
-    prep = preprocessing.run(photos, plan, args.out, prog.say)
+    prep = preprocessing.run(photos, plan, args.out, prog.say, pre)
 
     prog.section("cold start", f"{plan['cold_runs']} alternating fresh processes each")
-    cold = cold_start.run(str(m["fp32"]), str(m["weights"]), str(photos[0]), plan["cold_runs"], log=prog.say)
+    cold = cold_start.run(str(m["fp32"]), m["keras"], str(photos[0]), plan["cold_runs"], log=prog.say)
     if plan["cold_by_precision"]:
         cold["by_precision"] = cold_start.by_precision(files, str(photos[0]), plan["cold_runs"], log=prog.say)
 
@@ -234,7 +256,7 @@ def main(argv=None) -> int:
                            m["fp32"], env["cpu_for_peak"], cpu_flag_set(), sgemm)
     data = report.assemble(
         mode="quick" if args.quick else "default", plan=plan, environment=env,
-        model={"arch": "resnet50", "weights": m["origin"],
+        model={**described, "weights": m["origin"], "keras": m["keras"],
                "files": {pr: {"path": str(f), "size_mib": f.stat().st_size / 2**20} for pr, f in files.items()}},
         rows=rows, throughput=throughput, isolation=isolation, engine_auto=picks, preprocessing=prep,
         cold_start=cold, warm_bulk=bulk, peak_ops=peak_ops, notes=notes, wall_s=time.perf_counter() - t_start,

@@ -4,13 +4,15 @@ A spec (``{"type": ..., ...}``) names what to build; ``build(spec)`` returns a `
 whose ``run(x)`` maps an input batch to the system's output. Types:
 
 - ``keras``: Keras ``predict``, or Keras under ``tf.function`` (the fair TensorFlow
-  baseline: no per-call ``predict`` overhead). TensorFlow is imported only here.
+  baseline: no per-call ``predict`` overhead), on the model the files were exported from
+  (``load_keras``). TensorFlow is imported only here.
 - ``edge``: edge-classify's ``Classifier`` on one exported file with one engine, so the
   rows time the runner the product uses (``clf.runner``).
 - ``ort``: plain ``onnxruntime.InferenceSession`` with default options (a peer).
 - ``openvino``: the OpenVINO runtime with default config on an ONNX or IR file (a peer),
   one compiled model per batch size, each reshaped to that static batch.
-- ``preprocess``: the image pipeline alone (OpenCV path or Keras' PIL path); ``x`` is ignored.
+- ``preprocess``: the image pipeline alone (OpenCV path or Keras' PIL path), for the spec's
+  ``preprocess`` (the model contract's ``PreprocessSpec`` as a dict); ``x`` is ignored.
 
 The spec's ``name`` and ``kind`` (keras | edge | peer | peer-extra | preprocess) label the row.
 """
@@ -57,15 +59,42 @@ def keras(spec: dict) -> System:
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     import keras as k
 
-    model = k.applications.ResNet50(weights=None)
-    model.load_weights(spec["weights"])
+    model = load_keras(spec)
+    _check_input_shape(model, tuple(spec["input_shape"]))
     info = {"engine": "tensorflow", "device": "CPU", "tensorflow": tf.__version__, "keras": k.__version__}
     if spec["mode"] == "predict":
         return System(spec["name"], "keras", "fp32", lambda x: model.predict(x, verbose=0), info=info)
-    sig = tf.TensorSpec((None, 224, 224, 3), tf.float32)
+    sig = tf.TensorSpec((None, *spec["input_shape"]), tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[sig])
     fn.get_concrete_function()  # trace now, so tracing is creation time, not first inference
     return System(spec["name"], "keras", "fp32", lambda x: fn(tf.constant(x)).numpy(), info=info)
+
+
+def load_keras(spec: dict):
+    """The user's model (``keras_model``: .keras / .h5 via ``keras.models.load_model(path,
+    compile=False)``, or a SavedModel folder), else the keras.applications ``application``
+    (e.g. ResNet50) with ``weights``."""
+    if spec.get("keras_model"):
+        from edge_classify.export.user_model import load
+
+        return load(Path(spec["keras_model"]))
+    import keras as k
+
+    model = getattr(k.applications, spec["application"])(weights=None)
+    model.load_weights(spec["weights"])
+    return model
+
+
+def _check_input_shape(model, want: tuple) -> None:
+    """A clear error when the Keras model's input does not fit the exported files' (a wrong
+    --keras-model), instead of a traceback from inside the first call."""
+    try:
+        got = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, IndexError, TypeError, ValueError):  # not built yet: nothing to compare
+        return
+    if len(got) != len(want) or any(g is not None and g != w for g, w in zip(got, want)):
+        raise ValueError(f"the Keras model takes {got} inputs, the exported files {want}: "
+                         "is it the model they were exported from?")
 
 
 # --- edge-classify -----------------------------------------------------------------------
@@ -174,7 +203,7 @@ def nncf_quantize(spec: dict) -> dict:
     from edge_classify.runtime.preprocess import preprocess as prep
 
     t0 = time.perf_counter()
-    x = prep([Path(p) for p in spec["calib"]], PreprocessSpec.keras("caffe"))
+    x = prep([Path(p) for p in spec["calib"]], PreprocessSpec.from_dict(spec["preprocess"]))
     model = ov.Core().read_model(str(spec["model"]))
     quantized = nncf.quantize(model, nncf.Dataset([x[i:i + 1] for i in range(len(x))]), subset_size=len(x))
     Path(spec["save"]).parent.mkdir(parents=True, exist_ok=True)
@@ -185,25 +214,20 @@ def nncf_quantize(spec: dict) -> dict:
 
 # --- preprocessing -------------------------------------------------------------------
 def preprocess(spec: dict) -> System:
+    from edge_classify.runtime.contract import PreprocessSpec
+
     photos = [Path(p) for p in spec["photos"]]
+    pspec = PreprocessSpec.from_dict(spec["preprocess"])
     if spec["impl"] == "opencv":
         from edge_classify.runtime import preprocess as prep
-        from edge_classify.runtime.contract import PreprocessSpec
 
-        pspec = PreprocessSpec.keras("caffe")
         return System(spec["name"], "preprocess", "fp32", lambda _x: prep.preprocess(photos, pspec))
 
     from edge_classify.export.keras_model import import_tensorflow
+    from edge_classify.export.verify import keras_inputs
 
-    import_tensorflow()
-    import keras as k
-    from keras.applications.resnet50 import preprocess_input
-
-    def keras_path(_x):
-        arrays = [k.utils.img_to_array(k.utils.load_img(str(p), target_size=(224, 224))) for p in photos]
-        return preprocess_input(np.stack(arrays))
-
-    return System(spec["name"], "preprocess", "fp32", keras_path)
+    import_tensorflow()  # keras_inputs: load_img, the contract's resize, the mode's preprocess_input
+    return System(spec["name"], "preprocess", "fp32", lambda _x: keras_inputs(photos, pspec))
 
 
 # --- what is installed ---------------------------------------------------------------
