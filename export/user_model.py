@@ -31,6 +31,7 @@ from .keras_model import ARCHS, import_tensorflow
 _KEPT_RANDOM = {"RandomCrop"}
 _AUGMENTATION = {"AugMix", "CutMix", "MixUp", "RandAugment"}
 NORMALIZING = ("Rescaling", "Normalization")
+_SCOPE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")  # TensorFlow's root name scope pattern
 
 
 def check_path(path: str) -> Path:
@@ -99,7 +100,7 @@ def load(path: Path, custom_objects: dict | None = None):
     if path.is_dir():
         return _saved_model(path)
     try:
-        return keras.models.load_model(str(path), compile=False, custom_objects=custom_objects or None)
+        model = keras.models.load_model(str(path), compile=False, custom_objects=custom_objects or None)
     except Exception as exc:  # Keras raises TypeError / ValueError / KeyError for a file it cannot rebuild
         text = str(exc)
         missing = missing_custom_name(text)
@@ -116,6 +117,9 @@ def load(path: Path, custom_objects: dict | None = None):
                                     "layer class and pass --custom-objects", exit_code=EXIT_MODEL) from None
         raise EdgeClassifyError(f"cannot load Keras model {path}: {type(exc).__name__}: {first_line(exc)}",
                                 exit_code=EXIT_MODEL) from None
+    if not _SCOPE_NAME.fullmatch(model.name):  # TensorFlow cannot run "Cat vs Dog (v2)" (a name scope)
+        model.name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", model.name).strip("_") or "model"
+    return model
 
 
 def _saved_model(path: Path):
