@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
     what = f"{args.keras_model} ({result.name})" if args.keras_model else f"{args.arch} (weights: {args.weights})"
     print(f"exported {what} in {sum(result.timings_s.values()):.1f} s")
-    for line in result.decisions:
-        print(f"  {line}")
+    if args.quiet:  # otherwise the progress lines said it already
+        for line in result.decisions:
+            print(f"  {line}")
     for f in result.files:
         p = f.parity
         if "topk_identical" in p:
