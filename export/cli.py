@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .precision import BF16_LABEL, describe_bf16
 
-    what = f"{args.keras_model} ({result.name})" if args.keras_model else f"{args.arch} (weights: {args.weights})"
+    what = args.keras_model if args.keras_model else f"{args.arch} (weights: {args.weights})"
     print(f"exported {what} in {sum(result.timings_s.values()):.1f} s")
     if args.quiet:  # otherwise the progress lines said it already
         for line in result.decisions:

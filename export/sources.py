@@ -65,7 +65,8 @@ def from_file(path: Path, custom_objects: list[str] | None = None) -> Source:
                   "keras_model": {"file": path.name, "sha256": digest, "name": given.name,
                                   **({"backbone": arch} if arch else {}),
                                   **({"changes": changes} if changes else {})}}
-    return Source(model, given.name, mode, reason, shape, None, provenance,
+    name = path.stem if path.is_file() else path.name  # "digits" for digits.keras; Keras' own name is in provenance
+    return Source(model, name, mode, reason, shape, None, provenance,
                   original=given if changes else None, changes=changes, normalizing=normalizing)
 
 
