@@ -1,6 +1,6 @@
 """Format conversions, one function each (source_to_target), and the atomic writer.
 
-``FORMATS`` lists what export produces; later precisions slot in as rows.
+Which format uses which converter, gate and file name: formats.py.
 """
 
 from __future__ import annotations
@@ -87,13 +87,6 @@ def onnx_to_fp16(proto):
         # Tiny weights flushing to fp16's range is expected; the parity check judges it.
         warnings.simplefilter("ignore")
         return float16.convert_float_to_float16(proto, keep_io_types=True)
-
-
-FORMATS = {
-    # precision: (conversion, what it is)
-    "fp32": (keras_to_onnx, "float32 weights and compute"),
-    "fp16": (onnx_to_fp16, "float16 weights and compute, float32 I/O"),
-}
 
 
 def attach_contract(proto, contract: ModelContract, doc: str = "") -> None:

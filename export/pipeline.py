@@ -304,24 +304,9 @@ def export_model(
                          len(settled.labels), static_batch, settled.head, settled.threshold)
         return ModelContract(settled.preprocess, settled.labels, info, prov or provenance, parity)
 
-    from edge_classify.runtime.classifier import Classifier
-
-    cands: dict[str, Candidate] = {}
     with prog.stage("verify against Keras", f"{len(images)} real photos, {'/'.join(f.name for f in file_formats)}"):
-        for fmt in file_formats:
-            proto = protos.pop(fmt.name)
-            convert.attach_contract(proto, contract_for(fmt.name, None), doc=f"{result.name} {fmt.name} exported by edge-classify")
-            clf = Classifier(proto.SerializeToString(), providers="cpu")
-            report = verify.check(settled.reference, clf.predict(images), fmt.name)
-            _say(progress, f"{fmt.name}: {report.summary()} [{'ok' if report.passed else 'FAILED'}]")
-            parity = {"reference": "keras load_img + img_to_array + preprocessing + predict"
-                                   + (" (tf.image.resize bilinear)" if settled.preprocess.resize == "bilinear" else ""),
-                      "image_files": [p.name for p in images], **report.to_dict(),
-                      **({"original": original_check} if original_check else {})}
-            contract = contract_for(fmt.name, parity)
-            convert.attach_contract(proto, contract)
-            cands[fmt.name] = Candidate(fmt.name, proto.SerializeToString(), contract, clf)
-            del proto
+        cands = _verify_against_keras(file_formats, protos, images, settled, contract_for, original_check, progress)
+    del protos
     # The candidates' bytes are what is written and quantized from here on. With the warm-up
     # change below: INT8 stage peak 2091-2107 vs 2163-2265 MiB (--fp16 --int8, ResNet50).
     failed = {p: c.parity for p, c in cands.items() if not c.parity["passed"]}
@@ -350,26 +335,8 @@ def export_model(
         with prog.stage("measure BF16", f"the FP32 model on OpenVINO with the bf16 hint, vs FP32 on "
                         f"{len(bf16_images)} photos ({len(images)} verification"
                         + (f" + {len(calib_set.holdout)} held-out)" if calib_set else ")")):
-            fp32 = cands["fp32"]
-            if calib_set and fp32_holdout is None:
-                fp32_holdout = fp32.classifier.predict(calib_set.holdout)
-            ref = np.concatenate([fp32.classifier.predict(images)] + ([fp32_holdout] if calib_set else []))
-            bf16_clf = choose_precision.bf16_classifier(fp32.data)
-            bf16_figure = choose_precision.measure_bf16(
-                bf16_clf, bf16_images, ref, bar, "fp32 ONNX (ONNX Runtime CPU) on the verification photos"
-                + (" + held-out calibration photos" if calib_set else ""))
+            bf16_figure = _measure_bf16(cands, images, calib_set, fp32_holdout, bar, auto, progress)
             fidelity["bf16"] = bf16_figure
-            cands["fp32"] = _with(fp32, replace(fp32.contract, parity={**fp32.parity, "bf16": bf16_figure}))
-            _say(progress, choose_precision.describe_bf16(bf16_figure))
-            ran = bf16_figure.get("openvino_precision")
-            if ran and ran != "bf16":
-                _say(progress, f"note: OpenVINO reports it computed {ran}, not bf16, on this CPU")
-            if auto:  # a candidate of its own: runs the FP32 file
-                cands["bf16"] = Candidate("bf16", b"", cands["fp32"].contract, bf16_clf)
-            else:  # its compiled model (a copy of the weights) is not needed for choosing
-                bf16_clf.runner.close()
-                del bf16_clf
-                release_memory()
 
     if auto:
         cands, selection, bf16_figure = _choose(cands, fidelity, bar, bf16_ok, bf16, bf16_why, bf16_figure,
@@ -392,6 +359,8 @@ def export_model(
         release_memory()
         # Likewise the engine choice: where two engines are installed, `auto` measures the
         # first runs of a model on this machine (runtime/engines.py); do them now.
+        from edge_classify.runtime.classifier import Classifier
+
         for f in result.files:
             for _ in range(engines.SAMPLES):
                 clf = Classifier(f.path)
@@ -403,6 +372,54 @@ def export_model(
             del clf
     result.timings_s = prog.timings
     return result
+
+
+def _verify_against_keras(file_formats, protos, images, settled, contract_for, original_check, progress):
+    """Each Keras-gated format, run end to end by the runtime, against Keras' reference."""
+    from edge_classify.runtime.classifier import Classifier
+
+    cands: dict[str, Candidate] = {}
+    for fmt in file_formats:
+        proto = protos.pop(fmt.name)
+        contract = contract_for(fmt.name, None)
+        convert.attach_contract(proto, contract, doc=f"{contract.model.arch} {fmt.name} exported by edge-classify")
+        clf = Classifier(proto.SerializeToString(), providers="cpu")
+        report = verify.check(settled.reference, clf.predict(images), fmt.name)
+        _say(progress, f"{fmt.name}: {report.summary()} [{'ok' if report.passed else 'FAILED'}]")
+        parity = {"reference": "keras load_img + img_to_array + preprocessing + predict"
+                               + (" (tf.image.resize bilinear)" if settled.preprocess.resize == "bilinear" else ""),
+                  "image_files": [p.name for p in images], **report.to_dict(),
+                  **({"original": original_check} if original_check else {})}
+        contract = contract_for(fmt.name, parity)
+        convert.attach_contract(proto, contract)
+        cands[fmt.name] = Candidate(fmt.name, proto.SerializeToString(), contract, clf)
+        del proto
+    return cands
+
+
+def _measure_bf16(cands, images, calib_set, fp32_holdout, bar, auto, progress) -> dict:
+    """BF16's figure, recorded in the FP32 candidate's contract; with ``auto``, also a
+    candidate of its own (it runs the FP32 file)."""
+    fp32 = cands["fp32"]
+    if calib_set and fp32_holdout is None:
+        fp32_holdout = fp32.classifier.predict(calib_set.holdout)
+    ref = np.concatenate([fp32.classifier.predict(images)] + ([fp32_holdout] if calib_set else []))
+    bf16_clf = choose_precision.bf16_classifier(fp32.data)
+    figure = choose_precision.measure_bf16(
+        bf16_clf, images + (list(calib_set.holdout) if calib_set else []), ref, bar,
+        "fp32 ONNX (ONNX Runtime CPU) on the verification photos" + (" + held-out calibration photos" if calib_set else ""))
+    cands["fp32"] = _with(fp32, replace(fp32.contract, parity={**fp32.parity, "bf16": figure}))
+    _say(progress, choose_precision.describe_bf16(figure))
+    ran = figure.get("openvino_precision")
+    if ran and ran != "bf16":
+        _say(progress, f"note: OpenVINO reports it computed {ran}, not bf16, on this CPU")
+    if auto:
+        cands["bf16"] = Candidate("bf16", b"", cands["fp32"].contract, bf16_clf)
+    else:  # its compiled model (a copy of the weights) is not needed for choosing
+        bf16_clf.runner.close()
+        del bf16_clf
+        release_memory()
+    return figure
 
 
 def _with(c: Candidate, contract: ModelContract) -> Candidate:

@@ -110,7 +110,8 @@ class Classifier:
     ``device`` is an OpenVINO device (``CPU``, ``GPU``, ``NPU``, ``AUTO``) and implies the
     openvino engine. ``spinning=False`` stops ONNX Runtime's worker threads
     from busy-waiting inside a run; turn it off when several sessions run back to back in
-    one process (see ``ort_runner.session_options``).
+    one process (see ``ort_runner.session_options``). ``threshold``: for a multi-label model,
+    the score above which a label counts (default: the one exported with it, else 0.5).
     """
 
     def __init__(
