@@ -31,6 +31,7 @@ from .keras_model import ARCHS, import_tensorflow
 _KEPT_RANDOM = {"RandomCrop"}
 _AUGMENTATION = {"AugMix", "CutMix", "MixUp", "RandAugment"}
 NORMALIZING = ("Rescaling", "Normalization")
+_ARITHMETIC = {"TrueDivide", "Divide", "Subtract", "Multiply", "Add"}
 _SCOPE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")  # TensorFlow's root name scope pattern
 
 
@@ -198,8 +199,31 @@ def inference_copy(model):
 
 
 def normalizing_layers(model) -> list[str]:
-    """In-model normalization, as ``name (Class)``: with these, the input is raw pixels."""
-    return [f"{lyr.name} ({type(lyr).__name__})" for lyr in walk(model) if type(lyr).__name__ in NORMALIZING]
+    """In-model normalization, as ``name (Class)``: with these, the input is raw pixels.
+
+    ``Rescaling`` / ``Normalization`` layers, and arithmetic applied to the input before the
+    first layer with weights: ``keras.applications.<model>.preprocess_input(x)`` called
+    inside a functional model (TensorFlow's transfer-learning tutorial does this) becomes
+    ``TrueDivide`` / ``Subtract`` operations that ``model.layers`` does not list.
+    """
+    found: list[str] = []
+
+    def visit(m) -> bool:  # True once a layer with weights is reached: the network proper
+        for op in getattr(m, "operations", None) or m.layers:
+            kind = type(op).__name__
+            if kind in NORMALIZING:
+                found.append(f"{op.name} ({kind})")
+            elif hasattr(op, "layers"):
+                if visit(op):
+                    return True
+            elif kind in _ARITHMETIC:
+                found.append(f"{op.name} ({kind})")
+            elif getattr(op, "weights", None):
+                return True
+        return False
+
+    visit(model)
+    return found
 
 
 def backbone(model) -> str | None:

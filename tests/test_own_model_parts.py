@@ -145,3 +145,19 @@ def test_inference_copy_strips_augmentation_and_rebuilds_mixed_precision_in_floa
     assert len(found) == 1 and found[0].endswith("(Rescaling)")
     plain = _model(keras, L.Dense(2))
     assert user_model.inference_copy(plain) == (plain, [])
+
+
+def test_preprocess_input_inside_the_model_counts_as_normalization(keras):
+    """TensorFlow's transfer-learning tutorial calls mobilenet_v2.preprocess_input inside the
+    model: raw pixels go in, and the backbone's name must not add its mode on top."""
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35)
+    x = keras.Input((32, 32, 3))
+    h = base(keras.applications.mobilenet_v2.preprocess_input(x), training=False)
+    model = keras.Model(x, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(h)))
+    found = user_model.normalizing_layers(model)
+    assert any("TrueDivide" in f for f in found) and any("Subtract" in f for f in found)
+    assert user_model.backbone(model) == "mobilenetv2"  # recognised, but normalization inside wins (sources.py)
+    # A ResNet's residual Adds come after its first convolution: not normalization.
+    resnet = keras.applications.ResNet50(input_shape=(32, 32, 3), include_top=False, weights=None)
+    assert user_model.normalizing_layers(resnet) == []
+    assert user_model.backbone(resnet) == "resnet50"
