@@ -41,7 +41,39 @@ def keras_to_onnx(model, input_size=(224, 224), static_batch: int | None = None,
         return {OUTPUT_NAME: model(x, training=False)}
 
     with _collect_cyclic_garbage_promptly():
+        if _captured_constants(serve, spec):
+            return _from_function_with_constants(serve, spec, opset)
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    return proto
+
+
+def _captured_constants(fn, spec) -> bool:
+    """Does the traced model capture plain tensors (not variables)? Keras 3's Normalization
+    layer does (EfficientNet's, a fine-tuned model's): ``tf2onnx.convert.from_function``
+    lists every non-resource input of the concrete function, captures included, as a
+    graph input, so the ONNX model would need 3 inputs instead of 1."""
+    import tensorflow as tf
+
+    concrete = fn.get_concrete_function(*spec)
+    return any(t.dtype != tf.dtypes.resource for t in concrete.inputs[len(spec):])
+
+
+def _from_function_with_constants(fn, spec, opset: int):
+    """``tf2onnx.convert.from_function`` with only the signature's tensors as inputs: the
+    freezing step (``convert_variables_to_constants_v2``) turns the captured tensors into
+    constants. The same steps as tf2onnx 1.16-1.17's own from_function otherwise."""
+    import tensorflow as tf
+    from tf2onnx import tf_loader
+    from tf2onnx.convert import _convert_common, tensor_names_from_structed
+
+    concrete = fn.get_concrete_function(*spec)
+    inputs = [t.name for t in concrete.inputs[: len(spec)]]
+    outputs = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
+    renames = tensor_names_from_structed(concrete, inputs, outputs)
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, inputs, outputs)
+        proto, _ = _convert_common(frozen, name=concrete.name, continue_on_error=True, opset=opset,
+                                   input_names=inputs, output_names=outputs, tensors_to_rename=renames)
     return proto
 
 

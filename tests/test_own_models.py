@@ -216,3 +216,25 @@ def test_savedmodel_and_h5_sources(workdir, tmp_path, capsys):
         rows = classify_json(capsys, out, built.heldout[:6], 2)
         got = np.array([[{p["index"]: p["probability"] for p in r["predictions"]}[i] for i in (0, 1)] for r in rows])
         np.testing.assert_allclose(got, ref, atol=FP32_ATOL)
+
+
+def test_normalization_layer_constants_stay_inside_the_graph(tmp_path, photos, capsys):
+    """Keras 3's Normalization layer is traced as captured tensors, which tf2onnx's
+    from_function would turn into extra graph inputs (EfficientNet has one)."""
+    import keras
+
+    x = keras.Input((24, 24, 3))
+    h = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 3000.0, 2500.0])(x)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, activation="relu")(h))
+    model = keras.Model(x, keras.layers.Dense(4, activation="softmax")(h))
+    model.save(tmp_path / "n.keras")
+    out = tmp_path / "n.onnx"
+    assert export_cli.main(["--keras-model", str(tmp_path / "n.keras"), "-q", "-o", str(out)]) == 0
+    import onnx
+
+    assert [i.name for i in onnx.load(out).graph.input] == ["input"]
+    rows = classify_json(capsys, out, photos[:6], 4)
+    arrays = np.stack([keras.utils.img_to_array(keras.utils.load_img(str(p), target_size=(24, 24))) for p in photos[:6]])
+    want = model.predict(arrays, verbose=0)
+    got = np.array([[{p["index"]: p["probability"] for p in r["predictions"]}[i] for i in range(4)] for r in rows])
+    np.testing.assert_allclose(got, want, atol=FP32_ATOL)
