@@ -35,10 +35,13 @@ class Source:
 
 def from_application(arch: str, weights: WeightsSpec) -> Source:
     ctor, mode, size = keras_model.ARCHS[arch]
-    model = keras_model.build(arch, weights)
+    given = keras_model.build(arch, weights)
+    model, changes = user_model.inference_copy(given)  # ConvNeXt: grouped convolutions, exact GELU
     return Source(model, arch, mode, f"keras.applications.{ctor} preprocess_input", size + (3,),
                   LabelSet.imagenet1k(),
-                  {"weights": weights.provenance(), "keras_application": f"keras.applications.{ctor}"},
+                  {"weights": weights.provenance(), "keras_application": f"keras.applications.{ctor}",
+                   **({"changes": changes} if changes else {})},
+                  original=given if changes else None, changes=changes,
                   normalizing=user_model.normalizing_layers(model), from_application=True)
 
 

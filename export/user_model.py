@@ -8,7 +8,9 @@ What fine-tuned models carry and conversion must not (``inference_copy``):
   replaced by ``Identity`` so no random op or seed state reaches the converter;
 * a ``mixed_float16`` / ``mixed_bfloat16`` policy: every layer rebuilt in float32 with
   the same weights (mixed-precision variables are float32 already). The export gate then
-  compares the ONNX model with this float32 copy, and the copy with the original.
+  compares the ONNX model with this float32 copy, and the copy with the original;
+* what tf2onnx cannot convert, rewritten exactly: depthwise convolutions written as grouped
+  ``Conv2D`` (ConvNeXt), exact GELU (``Erfc``).
 
 Also found here: in-model normalization (``Rescaling`` / ``Normalization``), and the
 keras.applications backbone a model was fine-tuned from, whose ``preprocess_input`` the
@@ -166,35 +168,77 @@ def _reduced_precision(layer) -> bool:
     return getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16")
 
 
-def inference_copy(model):
-    """(model ready to convert, [what was changed]): augmentation stripped, float32 throughout.
+def _is_depthwise_as_grouped(layer) -> bool:
+    """A ``Conv2D(filters=C, groups=C)`` on C channels (ConvNeXt's): Keras' TensorFlow
+    backend runs grouped convolutions in an XLA-compiled function, which tf2onnx cannot
+    convert (it stays a ``StatefulPartitionedCall``)."""
+    if type(layer).__name__ != "Conv2D" or getattr(layer, "groups", 1) <= 1:
+        return False
+    return layer.groups == layer.filters and tuple(layer.kernel.shape[2:]) == (1, layer.filters)
 
-    Returns ``model`` itself when there is nothing to change."""
+
+def _uses_exact_gelu(layer) -> bool:
+    """TensorFlow's exact GELU is built on ``Erfc``, an op tf2onnx does not convert."""
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", "") == "gelu" and not layer.get_config().get("approximate", False)
+
+
+def _gelu_erf(x):
+    """Exact GELU written with ``erf`` (ONNX has Erf): 0.5 x (1 + erf(x / sqrt 2))."""
+    from keras import ops
+
+    return 0.5 * x * (1.0 + ops.erf(x * 0.7071067811865476))
+
+
+def inference_copy(model):
+    """(model ready to convert, [what was changed]): augmentation stripped, float32
+    throughout, and two exact rewrites tf2onnx needs (grouped-as-depthwise convolutions,
+    exact GELU). Returns ``model`` itself when there is nothing to change."""
     import keras
 
     layers = list(walk(model))
     augment = [lyr for lyr in layers if _is_augmentation(lyr)]
     mixed = any(_reduced_precision(lyr) for lyr in layers)
-    if not augment and not mixed:
+    grouped = [lyr for lyr in layers if _is_depthwise_as_grouped(lyr)]
+    gelu = [lyr for lyr in layers if _uses_exact_gelu(lyr)]
+    if not (augment or mixed or grouped or gelu):
         return model, []
     rebuilt = []
 
     def clone(layer):
         if _is_augmentation(layer):
             return keras.layers.Identity(name=layer.name)
-        if not mixed:
+        cfg = layer.get_config()
+        if mixed:
+            cfg["dtype"] = "float32"
+        if _uses_exact_gelu(layer):
+            cfg["activation"] = _gelu_erf
+        if _is_depthwise_as_grouped(layer):
+            new = keras.layers.DepthwiseConv2D(
+                cfg["kernel_size"], strides=cfg["strides"], padding=cfg["padding"], data_format=cfg["data_format"],
+                dilation_rate=cfg["dilation_rate"], activation=cfg["activation"], use_bias=cfg["use_bias"],
+                dtype=cfg["dtype"], name=layer.name)
+            rebuilt.append((layer, new, lambda w: [w[0].reshape(*w[0].shape[:2], -1, 1)] + w[1:]))
+            return new
+        if cfg == layer.get_config():
             return layer  # shared, weights and all
-        new = type(layer).from_config({**layer.get_config(), "dtype": "float32"})
-        rebuilt.append((layer, new))
+        new = type(layer).from_config(cfg)
+        rebuilt.append((layer, new, None))
         return new
 
     copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for old, new in rebuilt:
-        new.set_weights(old.get_weights())
+    for old, new, reshape in rebuilt:
+        weights = old.get_weights()
+        new.set_weights(reshape(weights) if reshape else weights)
     changes = [f"removed augmentation layer {lyr.name} ({type(lyr).__name__}): identity at inference" for lyr in augment]
     if mixed:
         policy = next(lyr.dtype_policy.name for lyr in layers if _reduced_precision(lyr))
         changes.append(f"rebuilt in float32 from its {policy} policy (same weights)")
+    if grouped:
+        changes.append(f"{len(grouped)} grouped convolution(s) with one channel per group rebuilt as DepthwiseConv2D "
+                       "(Keras runs grouped ones through XLA, which tf2onnx cannot convert)")
+    if gelu:
+        changes.append(f"exact GELU in {len(gelu)} layer(s) written with erf (tf2onnx cannot convert Erfc)")
     return copy, changes
 
 

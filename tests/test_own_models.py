@@ -238,3 +238,33 @@ def test_normalization_layer_constants_stay_inside_the_graph(tmp_path, photos, c
     want = model.predict(arrays, verbose=0)
     got = np.array([[{p["index"]: p["probability"] for p in r["predictions"]}[i] for i in range(4)] for r in rows])
     np.testing.assert_allclose(got, want, atol=FP32_ATOL)
+
+
+def test_grouped_convolutions_and_exact_gelu_convert(tmp_path, photos, capsys):
+    """ConvNeXt's building blocks: a depthwise convolution written as Conv2D(groups=C), which
+    Keras runs through XLA, and exact GELU (TensorFlow's Erfc); tf2onnx converts neither as
+    such, so export rewrites them exactly and checks the copy against the model as given."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    x = keras.Input((20, 20, 3))
+    h = L.Conv2D(8, 1)(L.Rescaling(1 / 255)(x))
+    h = L.Conv2D(8, 5, groups=8, padding="same")(h)
+    h = L.Activation("gelu")(L.LayerNormalization()(h))
+    h = L.Dense(12, activation="gelu")(L.GlobalAveragePooling2D()(h))
+    model = keras.Model(x, L.Dense(5)(h))
+    model.save(tmp_path / "g.keras")
+    out = tmp_path / "g.onnx"
+    assert export_cli.main(["--keras-model", str(tmp_path / "g.keras"), "-q", "-o", str(out)]) == 0
+    import onnx
+
+    graph = onnx.load(out).graph
+    assert [i.name for i in graph.input] == ["input"]
+    assert not {"StatefulPartitionedCall", "Erfc"} & {n.op_type for n in graph.node}
+    arrays = np.stack([keras.utils.img_to_array(keras.utils.load_img(str(p), target_size=(20, 20))) for p in photos[:8]])
+    want = _np_softmax(model.predict(arrays, verbose=0))
+    assert len(set(want.argmax(1))) >= 2
+    rows = classify_json(capsys, out, photos[:8], 5)
+    got = np.array([[{p["index"]: p["probability"] for p in r["predictions"]}[i] for i in range(5)] for r in rows])
+    np.testing.assert_allclose(got, want, atol=FP32_ATOL)
