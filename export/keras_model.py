@@ -27,7 +27,6 @@ ARCHS = {
     "convnexttiny": ("ConvNeXtTiny", "raw", (224, 224)),
     "inceptionv3": ("InceptionV3", "tf", (299, 299)),
     "xception": ("Xception", "tf", (299, 299)),
-    "vgg16": ("VGG16", "caffe", (224, 224)),
 }
 DOWNLOAD_TIMEOUT_S = 30  # a stalled connection to the weights host fails instead of hanging
 
