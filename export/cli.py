@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--custom-objects", metavar="FILE.py", action="append", default=None,
                      help="Python file defining the model's custom layers/functions (or a CUSTOM_OBJECTS dict); "
                           "repeatable")
+    own.add_argument("--allow-lambda", action="store_true",
+                     help="load Lambda layers (Keras runs Python code stored in the file: only for files you trust)")
     own.add_argument("--labels", metavar="FILE", default=None,
                      help="class names in output order: one per line, or a JSON list")
     own.add_argument("--labels-from-dir", metavar="DIR", default=None,
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             int8=args.int8, calib=args.calib, calib_method=args.calib_method, calib_max=args.calib_max,
             int8_activations=args.int8_activations, min_agreement=args.min_agreement, precision=args.precision,
             bf16=args.bf16, keras_model_path=args.keras_model, custom_objects=args.custom_objects,
+            allow_lambda=args.allow_lambda,
             labels=args.labels, labels_from_dir=args.labels_from_dir, preprocess=args.preprocess,
             resize=args.resize, input_size=args.input_size, head=args.head, multi_label=args.multi_label,
             threshold=args.threshold,

@@ -194,6 +194,7 @@ def export_model(
     converted_out: str | os.PathLike | None = None,
     keras_model_path: str | os.PathLike | None = None,
     custom_objects: list[str] | None = None,
+    allow_lambda: bool = False,
     labels: str | os.PathLike | None = None,
     labels_from_dir: str | os.PathLike | None = None,
     preprocess: str | None = None,
@@ -256,7 +257,7 @@ def export_model(
     result = ExportResult()
     what = user_path.name if user_path is not None else f"{arch}, weights {weights}"
     with prog.stage("build model", what):
-        source = (sources.from_file(user_path, custom_objects) if user_path is not None
+        source = (sources.from_file(user_path, custom_objects, allow_lambda) if user_path is not None
                   else sources.from_application(arch, wspec))
         for change in source.changes:
             _say(progress, change)

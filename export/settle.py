@@ -47,7 +47,8 @@ def preprocessing(source: Source, flag: str | None, resize: str | None, size) ->
     if flag is None:
         if source.mode is None:
             raise EdgeClassifyError(
-                "cannot tell how this model's inputs were normalized in training",
+                "cannot tell how this model's inputs were normalized in training"
+                + (f": {source.mode_reason}" if source.mode_reason else ""),
                 hint="pass --preprocess caffe|tf|torch|raw|mean=R,G,B:std=R,G,B (raw: pixels 0..255, e.g. when "
                      "the model normalizes inside); see the README's preprocessing table", exit_code=EXIT_USAGE)
         spec = PreprocessSpec.keras(source.mode, size, resize)

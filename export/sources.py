@@ -42,17 +42,19 @@ def from_application(arch: str, weights: WeightsSpec) -> Source:
                   {"weights": weights.provenance(), "keras_application": f"keras.applications.{ctor}",
                    **({"changes": changes} if changes else {})},
                   original=given if changes else None, changes=changes,
-                  normalizing=user_model.normalizing_layers(model), from_application=True)
+                  normalizing=user_model.normalizing_layers(model)[0], from_application=True)
 
 
-def from_file(path: Path, custom_objects: list[str] | None = None) -> Source:
+def from_file(path: Path, custom_objects: list[str] | None = None, allow_lambda: bool = False) -> Source:
     custom = user_model.load_custom_objects(custom_objects or [])
-    given = user_model.load(path, custom)
+    given = user_model.load(path, custom, allow_lambda)
     model, changes = user_model.inference_copy(given)
-    normalizing = user_model.normalizing_layers(model)
+    normalizing, opaque = user_model.normalizing_layers(model)
     arch = user_model.backbone(model)
     if normalizing:
         mode, reason = "raw", f"the model normalizes inside ({', '.join(normalizing)})"
+    elif opaque:  # a Lambda(preprocess_input) would make the backbone's mode a double normalization
+        mode, reason = None, f"{', '.join(opaque)} runs before the network and may normalize"
     elif arch is not None:
         mode = keras_model.ARCHS[arch][1]
         reason = f"its {keras_model.ARCHS[arch][0]} backbone's preprocess_input"

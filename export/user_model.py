@@ -95,15 +95,19 @@ def missing_custom_name(message: str) -> str | None:
     return None
 
 
-def load(path: Path, custom_objects: dict | None = None):
-    """The Keras model in ``path`` (not compiled; its training configuration is not needed)."""
+def load(path: Path, custom_objects: dict | None = None, allow_lambda: bool = False):
+    """The Keras model in ``path`` (not compiled; its training configuration is not needed).
+
+    ``allow_lambda`` lets Keras rebuild ``Lambda`` layers from the Python bytecode stored in
+    the file (``safe_mode=False``): only for files you trust, and the same Python version."""
     import_tensorflow()
     import keras
 
     if path.is_dir():
         return _saved_model(path)
     try:
-        model = keras.models.load_model(str(path), compile=False, custom_objects=custom_objects or None)
+        model = keras.models.load_model(str(path), compile=False, custom_objects=custom_objects or None,
+                                        safe_mode=not allow_lambda)
     except Exception as exc:  # Keras raises TypeError / ValueError / KeyError for a file it cannot rebuild
         text = str(exc)
         missing = missing_custom_name(text)
@@ -116,8 +120,10 @@ def load(path: Path, custom_objects: dict | None = None):
                 exit_code=EXIT_MODEL) from None
         if "safe_mode" in text:
             raise EdgeClassifyError(f"{path.name} contains a Python lambda (a Lambda layer), which Keras does "
-                                    "not load from a file by default", hint="replace the Lambda layer with a custom "
-                                    "layer class and pass --custom-objects", exit_code=EXIT_MODEL) from None
+                                    "not load from a file by default (it runs code stored in the file)",
+                                    hint="if you trust the file, pass --allow-lambda; or replace the Lambda layer "
+                                         "with a custom layer class and pass --custom-objects",
+                                    exit_code=EXIT_MODEL) from None
         raise EdgeClassifyError(f"cannot load Keras model {path}: {type(exc).__name__}: {first_line(exc)}",
                                 exit_code=EXIT_MODEL) from None
     if not _SCOPE_NAME.fullmatch(model.name):  # TensorFlow cannot run "Cat vs Dog (v2)" (a name scope)
@@ -242,8 +248,11 @@ def inference_copy(model):
     return copy, changes
 
 
-def normalizing_layers(model) -> list[str]:
-    """In-model normalization, as ``name (Class)``: with these, the input is raw pixels.
+def normalizing_layers(model) -> tuple[list[str], list[str]]:
+    """(in-model normalization, opaque layers before the network), as ``name (Class)``.
+
+    With the first, the input is raw pixels. The second are ``Lambda`` layers ahead of the
+    first weighted layer: they may normalize, and nobody can tell without running them.
 
     ``Rescaling`` / ``Normalization`` layers, and arithmetic applied to the input before the
     first layer with weights: ``keras.applications.<model>.preprocess_input(x)`` called
@@ -251,6 +260,7 @@ def normalizing_layers(model) -> list[str]:
     ``TrueDivide`` / ``Subtract`` operations that ``model.layers`` does not list.
     """
     found: list[str] = []
+    opaque = []
 
     def visit(m) -> bool:  # True once a layer with weights is reached: the network proper
         for op in getattr(m, "operations", None) or m.layers:
@@ -262,12 +272,14 @@ def normalizing_layers(model) -> list[str]:
                     return True
             elif kind in _ARITHMETIC:
                 found.append(f"{op.name} ({kind})")
+            elif kind == "Lambda":
+                opaque.append(f"{op.name} (Lambda)")
             elif getattr(op, "weights", None):
                 return True
         return False
 
     visit(model)
-    return found
+    return found, opaque
 
 
 def backbone(model) -> str | None:

@@ -141,7 +141,7 @@ def test_inference_copy_strips_augmentation_and_rebuilds_mixed_precision_in_floa
     assert any("mixed_float16" in c for c in changes) and sum("augmentation" in c for c in changes) == 2
     batch = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
     np.testing.assert_allclose(copy.predict(batch, verbose=0), model.predict(batch, verbose=0), atol=5e-3)
-    found = user_model.normalizing_layers(copy)
+    found, _ = user_model.normalizing_layers(copy)
     assert len(found) == 1 and found[0].endswith("(Rescaling)")
     plain = _model(keras, L.Dense(2))
     assert user_model.inference_copy(plain) == (plain, [])
@@ -154,10 +154,27 @@ def test_preprocess_input_inside_the_model_counts_as_normalization(keras):
     x = keras.Input((32, 32, 3))
     h = base(keras.applications.mobilenet_v2.preprocess_input(x), training=False)
     model = keras.Model(x, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(h)))
-    found = user_model.normalizing_layers(model)
+    found, _ = user_model.normalizing_layers(model)
     assert any("TrueDivide" in f for f in found) and any("Subtract" in f for f in found)
     assert user_model.backbone(model) == "mobilenetv2"  # recognised, but normalization inside wins (sources.py)
     # A ResNet's residual Adds come after its first convolution: not normalization.
     resnet = keras.applications.ResNet50(input_shape=(32, 32, 3), include_top=False, weights=None)
-    assert user_model.normalizing_layers(resnet) == []
+    assert user_model.normalizing_layers(resnet) == ([], [])
     assert user_model.backbone(resnet) == "resnet50"
+
+
+def test_lambda_before_the_network_means_asking_for_the_preprocessing(keras, tmp_path):
+    """A Lambda(preprocess_input) in front of a recognised backbone: guessing the backbone's
+    mode would normalize twice, so the export asks; the file loads only with --allow-lambda."""
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, alpha=0.35)
+    x = keras.Input((32, 32, 3))
+    h = base(keras.layers.Lambda(lambda t: t / 127.5 - 1.0)(x))
+    keras.Model(x, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))).save(
+        tmp_path / "l.keras")
+    with pytest.raises(EdgeClassifyError, match="--allow-lambda") as e:
+        user_model.load(tmp_path / "l.keras")
+    assert e.value.exit_code == 3
+    from edge_classify.export import sources
+
+    src = sources.from_file(tmp_path / "l.keras", allow_lambda=True)
+    assert src.mode is None and "Lambda" in src.mode_reason
