@@ -19,12 +19,12 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import codec_messages, deps, engines, heads, model_check, onnx_meta, preprocess, session_cache
+from . import codec_messages, deps, engines, heads, model_check, tensorrt, onnx_meta, preprocess, session_cache
 from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
 from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
-from .providers import SHORT, check_used, plan_providers, tensorrt_options
+from .providers import SHORT, check_used, default_trt_cache_dir, plan_providers
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class Classifier:
         self.precision_reason = ""
         self._threads, self._providers = threads, providers
         self._trt = (trt_cache_dir, trt_fp16)
+        self._trt_skipped = None  # why TensorRT was left out for this model, if it was
         self._available_providers = available_providers
         self._hw_bf16 = hardware_bf16
         self._images_hint = images_hint
@@ -202,6 +203,8 @@ class Classifier:
                 cache.close()
         if self.runner.engine == "onnxruntime":
             self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
+            self.provider_warning = self.provider_warning or self.runner.fallback_note or (
+                f"TensorRT skipped: {self._trt_skipped}" if self._trt_skipped else None)
         else:
             self.provider = f"OpenVINO {self.runner.device}"  # what JSON rows call the device
         self._fixed_batch = self.contract.model.batch
@@ -256,12 +259,20 @@ class Classifier:
         available = self._ort_providers(["onnxruntime"])
         plan = plan_providers(self._providers, available)
         if "TensorrtExecutionProvider" in plan.names:
-            # The contract sizes TensorRT's optimisation profile.
-            h, w = self.contract.preprocess.input_size
-            shape = (h, w, 3) if self.contract.preprocess.layout == "NHWC" else (3, h, w)
-            trt = tensorrt_options(self._trt[0], self._trt[1], self.contract.model.input_name, shape,
-                                   None if self.contract.model.batch else self.batch_size)
-            plan = plan_providers(self._providers, available, trt)
+            m, pre = self.contract.model, self.contract.preprocess
+            self._trt_skipped = tensorrt.check_allowed(plan.requested, m.precision, self.contract.parity)
+            if self._trt_skipped:
+                available = [p for p in available if p != "TensorrtExecutionProvider"]
+                plan = plan_providers(self._providers, available)
+            else:
+                h, w = pre.input_size
+                trt = tensorrt.options(
+                    cache_base=self._trt[0] or default_trt_cache_dir(), model_sha256=self.model_sha256,
+                    precision=m.precision, input_name=m.input_name,
+                    input_shape=(h, w, 3) if pre.layout == "NHWC" else (3, h, w), static_batch=m.batch,
+                    ort_version=ort.__version__, trt_version=deps.tensorrt_version(), gpu=deps.gpu_name(),
+                    fp16=self._trt[1])
+                plan = plan_providers(self._providers, available, trt)
         graph_cache = cache if (self.model_path is not None and plan.names == ["CPUExecutionProvider"]) else None
         return OrtRunner(ort, source, plan, self.contract.model.precision, self._threads, self.spinning,
                          graph_cache, self.model_sha256)

@@ -256,10 +256,6 @@ def _run(args) -> int:
         warn(clf.cache_warning)
     if clf.provider_warning:
         warn(clf.provider_warning)
-    quant = (clf.contract.parity or {}).get("quantization") or {}
-    if quant.get("activations") == "u8" and clf.provider == "TensorrtExecutionProvider":
-        warn("this INT8 model has uint8 activations (made for x86 CPUs); TensorRT needs "
-             "symmetric int8: re-export with --int8-activations s8")
     if args.threshold is not None and clf.threshold is None:
         warn(f"--threshold applies to multi-label models; this one has a {clf.contract.model.head} head (ignored)")
     if clf.contract.weights_origin == "random":

@@ -58,3 +58,38 @@ def openvino():
         raise EdgeClassifyError(f"OpenVINO is not installed ({exc})",
                                 hint="pip install 'edge-classify[openvino]' (installs beside onnxruntime)") from None
     return _ov
+
+
+def tensorrt_version() -> str:
+    """TensorRT's version for the engine-cache key: its Python package where installed
+    (pip's ``tensorrt``, JetPack's python3-libnvinfer), else "unknown"."""
+    import importlib.metadata as md
+
+    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt_libs"):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def gpu_name() -> str:
+    """The GPU for the engine-cache key: a Jetson's model (device tree), else nvidia-smi's
+    name and compute capability, else "unknown" (engines are then keyed without it)."""
+    import subprocess
+
+    try:
+        with open("/proc/device-tree/model", "rb") as f:
+            model = f.read().rstrip(b"\0").decode(errors="replace")
+        if "jetson" in model.lower() or "orin" in model.lower():
+            return model
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"

@@ -6,12 +6,15 @@ For CPU-only sessions of a model file, the optimised graph is cached per machine
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import numpy as np
 
 from . import session_cache
-from .providers import ProviderPlan
+from .errors import first_line
+from .providers import SHORT, ProviderPlan
 from .runners import TensorInfo
 
 
@@ -24,7 +27,16 @@ class OrtRunner:
         self.plan = plan
         self.cache_status = "off"
         self._cache, self._pending = cache, None
-        self.session = self._create_session(source, model_sha256)
+        self.fallback_note = None
+        try:
+            self.session = self._quiet_create(source, model_sha256)
+        except Exception as exc:  # TensorRT's EPFail is not one ORT's own fallback catches
+            if plan.requested != "auto" or plan.primary != "TensorrtExecutionProvider" or len(plan.providers) < 2:
+                raise
+            self.plan = plan = ProviderPlan(plan.requested, plan.providers[1:])
+            self.fallback_note = (f"TensorRT could not create a session for this model ({first_line(exc)}); "
+                                  f"running on {SHORT.get(plan.primary, plan.primary)}")
+            self.session = self._quiet_create(source, model_sha256)
         self.device = self.session.get_providers()[0] if self.session.get_providers() else "CPUExecutionProvider"
         trt_fp16 = self.device == "TensorrtExecutionProvider" and plan.providers[0][1].get("trt_fp16_enable")
         self.precision = "fp16" if trt_fp16 and precision == "fp32" else precision
@@ -49,6 +61,12 @@ class OrtRunner:
     def close(self) -> None:
         self.discard_pending()
         self.session = None
+
+    def _quiet_create(self, source, model_sha256):
+        # ONNX Runtime prints its "EP Error ... Falling back" banner with print(): keep it
+        # off stdout, which carries --json rows.
+        with contextlib.redirect_stdout(sys.stderr):
+            return self._create_session(source, model_sha256)
 
     def _create_session(self, source, model_sha256):
         ort, cache, providers = self._ort, self._cache, self.plan.providers

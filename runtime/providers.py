@@ -52,35 +52,6 @@ def default_trt_cache_dir() -> Path:
     return Path(base) / "edge-classify" / "trt-engines"
 
 
-def tensorrt_options(
-    cache_dir: str | os.PathLike | None = None,
-    fp16: bool = True,
-    input_name: str = "input",
-    input_shape: tuple[int, int, int] | None = None,
-    max_batch: int | None = None,
-) -> dict:
-    """TensorRT EP options: FP16 and an engine cache by default.
-
-    Building an engine takes minutes on a Jetson; the cache makes that a one-time cost.
-    For a dynamic batch dimension, an explicit optimisation profile (1..max_batch) stops
-    TensorRT from rebuilding the engine whenever the batch size changes.
-    """
-    cache = str(cache_dir or default_trt_cache_dir())
-    opts = {
-        "trt_fp16_enable": fp16,
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": cache,
-        "trt_timing_cache_enable": True,
-        "trt_timing_cache_path": cache,
-    }
-    if input_shape is not None and max_batch:
-        dims = "x".join(str(d) for d in input_shape)
-        opts["trt_profile_min_shapes"] = f"{input_name}:1x{dims}"
-        opts["trt_profile_opt_shapes"] = f"{input_name}:{max_batch}x{dims}"
-        opts["trt_profile_max_shapes"] = f"{input_name}:{max_batch}x{dims}"
-    return opts
-
-
 def plan_providers(requested: str, available: list[str], trt_options: dict | None = None) -> ProviderPlan:
     """Resolve ``auto|tensorrt|cuda|cpu`` against the available providers.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.providers import check_used, plan_providers, tensorrt_options
+from edge_classify.runtime.providers import check_used, plan_providers
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 OV = "OpenVINOExecutionProvider"
@@ -50,16 +50,10 @@ def test_unknown_provider_is_usage_error():
     assert e.value.exit_code == 2
 
 
-def test_tensorrt_gets_fp16_and_engine_cache(tmp_path):
-    opts = tensorrt_options(tmp_path, input_name="input", input_shape=(224, 224, 3), max_batch=8)
-    plan = plan_providers("auto", JETSON, opts)
-    name, trt = plan.providers[0]
-    assert name == TRT
-    assert trt["trt_fp16_enable"] is True and trt["trt_engine_cache_enable"] is True
-    assert trt["trt_engine_cache_path"] == str(tmp_path)
-    assert trt["trt_profile_max_shapes"] == "input:8x224x224x3"
-    assert plan.providers[1] == (CUDA, {})  # options go to TensorRT only
-    assert tensorrt_options(tmp_path, fp16=False)["trt_fp16_enable"] is False
+def test_tensorrt_options_go_to_tensorrt_only():
+    plan = plan_providers("auto", JETSON, {"trt_fp16_enable": True})
+    assert plan.providers[0] == (TRT, {"trt_fp16_enable": True})
+    assert plan.providers[1] == (CUDA, {})
 
 
 def test_silent_fallback_is_reported():

@@ -1,0 +1,114 @@
+"""TensorRT policy without a GPU: options, per-model engine caches, INT8 flags and the
+refusal of uint8 models, and the explicit fallback when the TensorRT session fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiny_models
+from edge_classify.runtime import tensorrt
+from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.ort_runner import OrtRunner
+from edge_classify.runtime.providers import plan_providers
+
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+BASE = dict(model_sha256="a" * 64, precision="fp32", input_name="input", input_shape=(224, 224, 3),
+            static_batch=None, ort_version="1.20.1", trt_version="10.3.0", gpu="Orin (nvgpu)")
+
+
+def test_fp16_by_default_int8_flag_for_int8_models_and_a_fixed_profile(tmp_path):
+    fp32 = tensorrt.options(cache_base=tmp_path, **BASE)
+    assert fp32["trt_fp16_enable"] is True and fp32["trt_int8_enable"] is False
+    assert (fp32["trt_profile_min_shapes"], fp32["trt_profile_opt_shapes"], fp32["trt_profile_max_shapes"]) == (
+        "input:1x224x224x3", "input:8x224x224x3", "input:32x224x224x3")
+    int8 = tensorrt.options(cache_base=tmp_path, **{**BASE, "precision": "int8"})
+    assert int8["trt_int8_enable"] is True
+    static = tensorrt.options(cache_base=tmp_path, **{**BASE, "static_batch": 1})
+    assert not any(k.startswith("trt_profile") for k in static)
+
+
+def test_each_model_gets_its_own_engine_folder_created_with_parents(tmp_path):
+    base = tmp_path / "not" / "yet" / "there"
+    first = tensorrt.options(cache_base=base, **BASE)["trt_engine_cache_path"]
+    assert (tmp_path / "not" / "yet" / "there").is_dir() and Path(first).is_dir()
+    assert tensorrt.options(cache_base=base, **BASE)["trt_engine_cache_path"] == first  # stable
+    for change in ({"model_sha256": "b" * 64}, {"precision": "fp16"}, {"ort_version": "1.21.0"},
+                   {"trt_version": "10.4.0"}, {"gpu": "NVIDIA H200, 9.0"}, {"static_batch": 1},
+                   {"input_shape": (256, 256, 3)}):
+        assert tensorrt.options(cache_base=base, **{**BASE, **change})["trt_engine_cache_path"] != first, change
+
+
+def test_timing_cache_only_where_onnx_runtime_knows_the_option(tmp_path):
+    assert "trt_timing_cache_path" in tensorrt.options(cache_base=tmp_path, **BASE)
+    old = tensorrt.options(cache_base=tmp_path, **{**BASE, "ort_version": "1.16.3"})  # JetPack 5 wheels
+    assert "trt_timing_cache_path" not in old and "trt_timing_cache_enable" not in old
+
+
+def test_uint8_int8_models_stay_off_tensorrt():
+    u8 = {"quantization": {"activations": "u8"}}
+    assert tensorrt.check_allowed("auto", "int8", {"quantization": {"activations": "s8"}}) is None
+    assert "uint8" in tensorrt.check_allowed("auto", "int8", u8)
+    with pytest.raises(EdgeClassifyError, match="--int8-activations s8") as e:
+        tensorrt.check_allowed("tensorrt", "int8", u8)
+    assert e.value.exit_code == 3
+
+
+def test_batch_size_does_not_change_the_engine(tmp_path):
+    """The profile and the engine folder come from the model, not from --batch-size."""
+    from edge_classify.runtime.classifier import Classifier
+
+    model = tiny_models.make(tmp_path / "m.onnx")
+    plans = [Classifier(model, available_providers=[TRT, CPU], trt_cache_dir=tmp_path / "trt", batch_size=b,
+                        engine="onnxruntime").plan for b in (1, 16)]
+    (name_a, opts_a), (name_b, opts_b) = plans[0].providers[0], plans[1].providers[0]
+    assert name_a == name_b == TRT and opts_a == opts_b
+
+
+class _Options:
+    def __init__(self):
+        self.entries = {}
+
+    def add_session_config_entry(self, k, v):
+        self.entries[k] = v
+
+
+class _FakeOrt:
+    """An onnxruntime whose TensorRT session creation fails the way EPFail does, after
+    printing ORT's banner on stdout."""
+    __version__ = "1.20.0"
+    SessionOptions = _Options
+
+    class _Session:
+        def __init__(self, providers):
+            self._providers = [p for p, _ in providers]
+
+        def get_providers(self):
+            return self._providers
+
+        def get_inputs(self):
+            return [type("I", (), {"name": "input", "shape": [None, 4, 4, 3], "type": "tensor(float)"})()]
+
+        get_outputs = get_inputs
+
+        def run(self, outputs, feeds):
+            return [np.zeros((1, 2), np.float32)]
+
+    def InferenceSession(self, source, so, providers):  # noqa: N802 (onnxruntime's name)
+        if providers[0][0] == TRT:
+            print("*************** EP Error ***************")
+            raise type("EPFail", (Exception,), {})("TensorRT EP failed to create engine from network")
+        return self._Session(providers)
+
+
+def test_tensorrt_session_failure_falls_back_explicitly_and_keeps_stdout_clean(capsys):
+    plan = plan_providers("auto", [TRT, CUDA, CPU], {"trt_fp16_enable": True})
+    runner = OrtRunner(_FakeOrt(), "m.onnx", plan, "fp32")
+    assert runner.device == CUDA
+    assert "TensorRT could not create a session" in runner.fallback_note and "cuda" in runner.fallback_note
+    assert capsys.readouterr().out == ""  # the banner went to stderr
+    named = plan_providers("tensorrt", [TRT, CUDA, CPU], {})
+    with pytest.raises(Exception, match="failed to create engine"):
+        OrtRunner(_FakeOrt(), "m.onnx", named, "fp32")
