@@ -34,8 +34,11 @@ examples:
   edge-classify archive/ -o results.jsonl --resume   continue after a crash or kill
   edge-classify big.tif --max-pixels 200M    accept larger images than the default cap
   edge-classify shot.jpg -m tags.onnx --threshold 0.3   a multi-label model: every label above 0.3
+  edge-classify clip.mp4 --json --every 5    every 5th frame of a video, one JSON line per frame
+  edge-classify rtsp://cam/stream --save out.mp4   a live stream (stale frames dropped), annotated copy
+  edge-classify --camera 0                   a V4L2 camera, until Ctrl-C
 
-exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error,
+exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error, 75 live stream lost,
             74 cannot write --output (rows so far are kept: --resume later),
             70 internal error (a bug: the message says where the traceback was saved)
 """
@@ -51,11 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="+", metavar="IMG", help="image files, directories or glob patterns")
+    p.add_argument("inputs", nargs="*", metavar="IMG",
+                   help="image files, directories or glob patterns; video files, rtsp:// / http:// stream URLs and "
+                        "GStreamer pipelines are classified frame by frame")
     p.add_argument("--model", "-m", type=Path, default=None,
                    help=f"exported .onnx model (default: {default_model_path()}; EDGE_CLASSIFY_HOME moves it)")
     p.add_argument("--top-k", "-k", type=_positive_int, default=3, help="predictions per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout")
+    p.add_argument("--camera", type=int, action="append", default=None, metavar="N",
+                   help="classify camera N (V4L2 index) frame by frame; repeatable")
+    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+                   help="videos and streams: classify every Nth frame (default: every frame)")
+    p.add_argument("--save", type=Path, default=None, metavar="PATH",
+                   help="with one video or stream: write an annotated copy (.mp4/.avi video, or .jpg/.png: "
+                        "the last frame) with the top-k drawn on each frame")
+    p.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
+                   help="live streams: how long to keep reconnecting a lost stream before giving up (exit 75)")
     p.add_argument("--threshold", type=_probability, default=None, metavar="P",
                    help="multi-label models: print every label scoring above P (default: the model's, 0.5); "
                         "JSON rows carry every label's score either way")
@@ -229,10 +243,19 @@ def _run(args) -> int:
     model = args.model or default_model_path()
     if args.model is None:
         _check_default_model(model)
-    inputs = expand_inputs(args.inputs)
+    inputs = expand_inputs(args.inputs) + [f"camera:{n}" for n in (args.camera or [])]
+    videos = [a for a in inputs if _is_stream(a)]
+    inputs = [a for a in inputs if a not in videos]
+    if videos and args.output is not None:
+        print("edge-classify: error: --output is for images; videos and streams print per-frame rows "
+              "(--json) on stdout", file=sys.stderr)
+        return EXIT_USAGE
+    if args.save is not None and len(videos) != 1:
+        print("edge-classify: error: --save needs exactly one video or stream", file=sys.stderr)
+        return EXIT_USAGE
     clf = Classifier(
         model,
-        images_hint=len(inputs) or None,  # auto: a small run goes to the leaner start-up
+        images_hint=(len(inputs) or None) if not videos else None,  # auto: a small run goes to the leaner start-up
         providers=args.provider,
         engine=args.engine,
         device=args.device,
@@ -261,7 +284,7 @@ def _run(args) -> int:
     if clf.contract.weights_origin == "random":
         warn("this model was exported with --weights random (smoke test): its predictions are meaningless")
 
-    if not inputs:
+    if not inputs and not videos:
         print("edge-classify: error: no images to classify", file=sys.stderr)
         return EXIT_USAGE
 
@@ -307,10 +330,62 @@ def _run(args) -> int:
         if results is not None:
             results.close()
         progress.close(done, failed, skipped)
+    frames_failed = sum(_run_stream(clf, v, args, info) for v in videos)
     if failed:
         info(f"{failed} of {len(inputs)} input(s) could not be classified")
-        return EXIT_INPUTS_FAILED
-    return EXIT_OK
+    return EXIT_INPUTS_FAILED if failed or frames_failed else EXIT_OK
+
+
+def _is_stream(arg: str) -> bool:
+    from .streams import is_video_path, parse_source
+
+    src = parse_source(arg)
+    if src.kind == "camera":
+        return arg.startswith("camera:")  # bare digits stay file names; cameras come from --camera
+    return src.live or (os.path.isfile(arg) and is_video_path(arg))
+
+
+def _run_stream(clf, text: str, args, info) -> int:
+    """One video or stream, frame by frame (runtime/streams.py); returns the frames that failed."""
+    from .streams import VideoSaver, annotate, classify_stream, parse_source
+
+    src = parse_source(text)
+    saver = None
+    done = failed = dropped = 0
+    t0 = time.perf_counter()
+    results = classify_stream(clf, src, every=args.every, top_k=args.top_k, reconnect_s=args.reconnect)
+    try:
+        for r in results:
+            res = r.classification
+            done += 1
+            dropped += r.dropped_before
+            if res.error:
+                failed += 1
+                print(f"edge-classify: {src.name} frame {r.frame}: {res.error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps(r.row()), flush=True)
+            elif not res.error:
+                print(f"{src.name} frame {r.frame} @ {r.timestamp_ms / 1000:.2f}s")
+                print("\n".join(format_result(res)), flush=True)
+            if args.save is not None:
+                if saver is None:
+                    saver = VideoSaver(args.save, fps=(r.fps or 25.0) / args.every)
+                shown = res.positive if res.positive is not None else res.predictions
+                saver.write(annotate(r.image_bgr, shown) if not res.error else r.image_bgr,
+                            repeat=1 + r.dropped_before if src.live else 1)
+    except KeyboardInterrupt:
+        info(f"{src.name}: interrupted")
+        if not src.live:
+            raise
+    finally:
+        results.close()
+        if saver is not None:
+            saver.close()
+        took = time.perf_counter() - t0
+        info(f"{src.name}: {done} frame(s) classified" + (f", {dropped} dropped" if dropped else "")
+             + f" in {took:.1f} s ({done / took if took > 0 else 0:.1f} frames/s)"
+             + (f"; saved {args.save}" if saver is not None else ""))
+    return failed
 
 
 def _check_default_model(path: Path) -> None:

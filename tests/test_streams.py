@@ -427,3 +427,36 @@ def test_a_frame_the_model_cannot_score_does_not_end_the_stream(tmp_path, pictur
     assert [r.classification.ok for r in results] == [True, False, True]
     row = results[1].row()
     assert "non-finite" in row["error"] and row["frame"] == 1 and "predictions" not in row
+
+
+# --------------------------------------------------------------------------- the command line
+def test_cli_video_json_rows_match_each_decoded_frame(clf, clip, tmp_path, capsys):
+    """edge-classify clip.avi --json --every 2: one row per kept frame, each equal to
+    classifying that decoded frame; an image in the same list is classified as before."""
+    from edge_classify.runtime import cli
+
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), decode_all(clip)[1])
+    model = str(clf.model_path)
+    rc = cli.main(["--model", model, "--json", "-q", "--every", "2", "-k", "3", str(image), str(clip)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 0
+    assert rows[0]["path"] == str(image) and "frame" not in rows[0]
+    video = rows[1:]
+    assert [r["frame"] for r in video] == list(range(0, 12, 2))
+    decoded = decode_all(clip)
+    for r in video:
+        want = clf.classify([decoded[r["frame"]][..., ::-1]], top_k=3)[0].predictions
+        assert [p["index"] for p in r["predictions"]] == [p.index for p in want]
+        assert r["source"] == str(clip) and r["timestamp_ms"] >= 0
+
+
+def test_cli_save_writes_an_annotated_copy_and_refuses_ambiguity(clf, clip, tmp_path, capsys):
+    from edge_classify.runtime import cli
+
+    out = tmp_path / "annotated.avi"
+    assert cli.main(["--model", str(clf.model_path), "-q", "--save", str(out), str(clip)]) == 0
+    assert len(decode_all(out)) == 12
+    assert cli.main(["--model", str(clf.model_path), "--save", str(out), str(clip), str(clip)]) == 2
+    assert cli.main(["--model", str(clf.model_path), "-o", str(tmp_path / "r.jsonl"), str(clip)]) == 2
+    assert "--save needs exactly one" in capsys.readouterr().err
