@@ -342,6 +342,8 @@ def _is_stream(arg: str) -> bool:
     src = parse_source(arg)
     if src.kind == "camera":
         return arg.startswith("camera:")  # bare digits stay file names; cameras come from --camera
+    if src.kind == "gstreamer" and " ! " not in arg:  # a mistyped "a!b.jpg" is a missing file, not a pipeline
+        return False
     return src.live or (os.path.isfile(arg) and is_video_path(arg))
 
 

@@ -460,3 +460,6 @@ def test_cli_save_writes_an_annotated_copy_and_refuses_ambiguity(clf, clip, tmp_
     assert cli.main(["--model", str(clf.model_path), "--save", str(out), str(clip), str(clip)]) == 2
     assert cli.main(["--model", str(clf.model_path), "-o", str(tmp_path / "r.jsonl"), str(clip)]) == 2
     assert "--save needs exactly one" in capsys.readouterr().err
+    # A mistyped image name with "!" is a missing file, not a GStreamer pipeline to wait for.
+    assert cli.main(["--model", str(clf.model_path), str(tmp_path / "no!such.jpg")]) == 1
+    assert "no such file" in capsys.readouterr().err
