@@ -6,6 +6,8 @@ from the platform), so a missing one is a user error with a precise fix, not a t
 
 from __future__ import annotations
 
+import functools
+
 from .errors import EdgeClassifyError
 
 _INSTALL_HINT = (
@@ -60,6 +62,7 @@ def openvino():
     return _ov
 
 
+@functools.lru_cache(maxsize=None)
 def tensorrt_version() -> str:
     """TensorRT's version for the engine-cache key: its Python package where installed
     (pip's ``tensorrt``, JetPack's python3-libnvinfer), else "unknown"."""
@@ -73,9 +76,11 @@ def tensorrt_version() -> str:
     return "unknown"
 
 
+@functools.lru_cache(maxsize=None)
 def gpu_name() -> str:
     """The GPU for the engine-cache key: a Jetson's model (device tree), else nvidia-smi's
-    name and compute capability, else "unknown" (engines are then keyed without it)."""
+    name and compute capability, else "unknown" (engines are then keyed without it).
+    Asked once per process: ``nvidia-smi`` is a subprocess, and every TensorRT load needs it."""
     import subprocess
 
     try:
