@@ -156,9 +156,10 @@ class LabelSet:
     @classmethod
     def imagenet1k(cls) -> "LabelSet":
         """Keras' ImageNet class index, shipped with the package (tools/make_imagenet_labels.py)."""
-        from importlib import resources
+        from pathlib import Path
 
-        data = json.loads(resources.files(__package__).joinpath("labels/imagenet1k.json").read_text("utf-8"))
+        # Beside this module, as package data (importlib.resources.files needs Python 3.9).
+        data = json.loads((Path(__file__).parent / "labels" / "imagenet1k.json").read_text("utf-8"))
         return cls.from_dict(data)
 
     def to_dict(self) -> dict:

@@ -125,7 +125,7 @@ def sniff(data: bytes | bytearray | memoryview) -> str | None:
             return "Netpbm (PPM/PGM/PBM/PAM)"
         if head[1:2] in (b"F", b"f"):
             return "PFM"
-    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(_WHITESPACE)
+    text = (head[3:] if head.startswith(b"\xef\xbb\xbf") else head).lstrip(_WHITESPACE)  # a UTF-8 BOM
     if text.startswith((b"<?xml", b"<svg")):
         return "SVG/XML"
     return None
