@@ -491,7 +491,7 @@ def _int8(cands, calib_set, method, acts, min_agreement, auto, contract_for, pro
         "min_agreement": min_agreement,
         "passed": passed,
         "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric", "activations": acts,
-                         "method": method, "calibration_images": len(calib_set.calibrate),
+                         "bias": quantize.bias_kind(acts), "method": method, "calibration_images": len(calib_set.calibrate),
                          "heldout_images": [p.name for p in holdout]},
     }
     _say(progress, f"int8 vs fp32 on {f8['images']} held-out images: top-1 agreement {f8['top1_agreement']:.1%}, "

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -24,7 +24,8 @@ from .compare import topk_indices
 from .contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
 from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
-from .providers import SHORT, check_used, default_trt_cache_dir, plan_providers
+from .providers import (GPU_PROVIDERS, SHORT, check_used, default_trt_cache_dir, plan_providers,
+                        unusable_gpu_providers)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ def display_name(source: str, escape_controls: bool = True) -> str:
     return text
 
 
+def _say(message: str) -> None:
+    import sys
+
+    print(f"edge-classify: {message}", file=sys.stderr, flush=True)
+
+
 class Classifier:
     """An exported model with its contract, ready to classify.
 
@@ -112,6 +119,8 @@ class Classifier:
     from busy-waiting inside a run; turn it off when several sessions run back to back in
     one process (see ``ort_runner.session_options``). ``threshold``: for a multi-label model,
     the score above which a label counts (default: the one exported with it, else 0.5).
+    ``on_status`` receives the messages around long one-time steps (a TensorRT engine build:
+    before, and its duration after); by default they go to stderr, ``None`` silences them.
     """
 
     def __init__(
@@ -132,6 +141,7 @@ class Classifier:
         images_hint: int | None = None,
         device: str | None = None,
         threshold: float | None = None,
+        on_status: Callable[[str], None] | None = _say,
     ):
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
@@ -140,6 +150,10 @@ class Classifier:
         self.spinning = spinning
         self.cache_warning = None
         self.provider_warning = None
+        self.provider_note = None  # GPU providers ONNX Runtime lists but `auto` left out here, and why
+        self.engine_built = None  # TensorRT: True when this load built its engine, False when it reused one
+        self.engine_build_s = None
+        self._on_status = on_status
         self.precision_reason = ""
         self._threads, self._providers = threads, providers
         self._trt = (trt_cache_dir, trt_fp16)
@@ -202,7 +216,8 @@ class Classifier:
             if cache is not None:
                 cache.close()
         if self.runner.engine == "onnxruntime":
-            self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers())
+            self.provider, self.provider_warning = check_used(self.plan, self.session.get_providers(),
+                                                              self._why_unusable(self.plan.primary))
             self.provider_warning = self.provider_warning or self.runner.fallback_note or (
                 f"TensorRT skipped: {self._trt_skipped}" if self._trt_skipped else None)
         else:
@@ -218,6 +233,11 @@ class Classifier:
     def _discard(self) -> None:
         if self.runner is not None:
             self.runner.discard_pending()
+
+    def _why_unusable(self, provider: str) -> str | None:
+        if self._available_providers is not None or provider not in GPU_PROVIDERS:
+            return None
+        return unusable_gpu_providers([provider], deps.nvidia_gpu_device(), deps.provider_library_error).get(provider)
 
     def _ort_providers(self, installed) -> list[str]:
         if self._available_providers is not None:
@@ -257,13 +277,19 @@ class Classifier:
         self._compute(engine)  # validates the request (bf16 needs OpenVINO)
         ort = deps.onnxruntime()
         available = self._ort_providers(["onnxruntime"])
-        plan = plan_providers(self._providers, available)
+        # What ONNX Runtime lists is not what works: PyPI's GPU build lists TensorRT and CUDA
+        # everywhere. Injected providers (tests) are taken as working.
+        unusable = {} if self._available_providers is not None else unusable_gpu_providers(
+            available, deps.nvidia_gpu_device(), deps.provider_library_error)
+        plan = plan_providers(self._providers, available, unusable=unusable)
+        if plan.skipped:
+            self.provider_note = "; ".join(f"{SHORT.get(n, n)} not used: {why}" for n, why in plan.skipped.items())
         if "TensorrtExecutionProvider" in plan.names:
             m, pre = self.contract.model, self.contract.preprocess
             self._trt_skipped = tensorrt.check_allowed(plan.requested, m.precision, self.contract.parity)
             if self._trt_skipped:
                 available = [p for p in available if p != "TensorrtExecutionProvider"]
-                plan = plan_providers(self._providers, available)
+                plan = plan_providers(self._providers, available, unusable=unusable)
             else:
                 h, w = pre.input_size
                 trt = tensorrt.options(
@@ -272,10 +298,23 @@ class Classifier:
                     input_shape=(h, w, 3) if pre.layout == "NHWC" else (3, h, w), static_batch=m.batch,
                     ort_version=ort.__version__, trt_version=deps.tensorrt_version(), gpu=deps.gpu_name(),
                     fp16=self._trt[1])
-                plan = plan_providers(self._providers, available, trt)
+                plan = plan_providers(self._providers, available, trt, unusable)
         graph_cache = cache if (self.model_path is not None and plan.names == ["CPUExecutionProvider"]) else None
-        return OrtRunner(ort, source, plan, self.contract.model.precision, self._threads, self.spinning,
-                         graph_cache, self.model_sha256)
+        engine_dir = dict(plan.providers).get("TensorrtExecutionProvider", {}).get("trt_engine_cache_path")
+        fresh = engine_dir is not None and not tensorrt.cached_engines(engine_dir)
+        if fresh and self._on_status is not None:
+            self._on_status("building the TensorRT engine for this model (first run with this model, precision and "
+                            "TensorRT on this GPU; this can take minutes, and is cached for later runs)")
+        t0 = time.perf_counter()
+        runner = OrtRunner(ort, source, plan, self.contract.model.precision, self._threads, self.spinning,
+                           graph_cache, self.model_sha256)
+        if engine_dir is not None and runner.device == "TensorrtExecutionProvider":
+            self.engine_built = fresh
+            if fresh:
+                self.engine_build_s = time.perf_counter() - t0
+                if self._on_status is not None:
+                    self._on_status(f"TensorRT engine built in {self.engine_build_s:.1f} s, cached in {engine_dir}")
+        return runner
 
     def _fixed_batch_or(self, n: int) -> int:
         return self.contract.model.batch or n
@@ -387,6 +426,25 @@ class Classifier:
             model_check.check_output_width(self.contract, out.shape[-1] if out.ndim == 2 else -1, self._name)
             self._width_checked = True
         return heads.probabilities(out, m.head, m.output)
+
+    def input_shape(self, n: int) -> tuple:
+        """The model input tensor's shape for a batch of ``n`` images."""
+        pre = self.contract.preprocess
+        h, w = pre.input_size
+        return (n, h, w, 3) if pre.layout == "NHWC" else (n, 3, h, w)
+
+    def warmup(self, batch_sizes: Sequence[int] | None = None) -> dict:
+        """Run one blank batch of each size (default: 1 and ``batch_size``) and return the
+        milliseconds each took. Loading already built a TensorRT engine; what runs do lazily
+        (cuDNN's algorithm search per input shape, an engine's first-run allocations) happens
+        here, so the first real image or frame is served at full speed."""
+        sizes = [self._fixed_batch] if self._fixed_batch else sorted(set(batch_sizes or (1, self.batch_size)))
+        took = {}
+        for n in sizes:
+            t0 = time.perf_counter()
+            self.run(np.zeros(self.input_shape(n), np.float32))
+            took[n] = (time.perf_counter() - t0) * 1000.0
+        return took
 
     def predict(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Images -> probabilities (N, classes). Raises ``InputError`` on a bad image."""

@@ -20,6 +20,7 @@ from .errors import (
 )
 from .files import images_in
 from .paths import default_model_path
+from .providers import default_trt_cache_dir
 
 EPILOG = """\
 examples:
@@ -27,6 +28,7 @@ examples:
   edge-classify photos/ --top-k 5 --json     every image in a folder, JSON Lines
   edge-classify 'shots/*.png' --batch-size 16 --threads 2
   edge-classify img.jpg --model resnet101.onnx --provider tensorrt
+  edge-classify --model m.onnx --warmup      build and cache the TensorRT engine ahead of deployment
   edge-classify photos/ --engine openvino    the OpenVINO runtime (pip install 'edge-classify[openvino]')
   edge-classify photos/ --device GPU         OpenVINO on an Intel GPU (NPU likewise)
   edge-classify img.jpg --engine openvino --precision bf16   BF16 on AMX / AVX512-BF16 CPUs
@@ -43,6 +45,7 @@ exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider er
             70 internal error (a bug: the message says where the traceback was saved)
 """
 
+FPS_REPORT_EVERY_S = 2.0  # videos and streams: a rolling-FPS line on stderr this often (not with -q)
 _SUFFIX = {"K": 10**3, "M": 10**6, "G": 10**9}
 _BYTE_SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30}
 
@@ -105,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-corrupt", action="store_true",
                    help="classify images the decoder reports as corrupt (partly decoded), with a warning, "
                         "instead of refusing them")
-    p.add_argument("--trt-cache", type=Path, default=None, help="TensorRT engine cache directory")
+    p.add_argument("--trt-cache", type=Path, default=None,
+                   help=f"TensorRT engine cache directory (default: {default_trt_cache_dir()})")
+    p.add_argument("--warmup", action="store_true",
+                   help="load the model and run blank batches before any input: builds and caches the TensorRT "
+                        "engine ahead of deployment (minutes, once); alone, exits 0 when done")
     p.add_argument("--trt-fp32", action="store_true", help="keep TensorRT in FP32 (default: FP16 enabled)")
     p.add_argument("--quiet", "-q", action="store_true", help="no informational lines on stderr")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -267,6 +274,7 @@ def _run(args) -> int:
         trt_cache_dir=args.trt_cache,
         trt_fp16=not args.trt_fp32,
         threshold=args.threshold,
+        on_status=info,
     )
     m = clf.contract.model
     info(f"model {model} ({m.arch} {m.precision}) on {clf.runner.engine} ({clf.runner.device}), "
@@ -279,11 +287,20 @@ def _run(args) -> int:
         warn(clf.cache_warning)
     if clf.provider_warning:
         warn(clf.provider_warning)
+    if clf.provider_note:
+        info(clf.provider_note)
     if args.threshold is not None and clf.threshold is None:
         warn(f"--threshold applies to multi-label models; this one has a {clf.contract.model.head} head (ignored)")
     if clf.contract.weights_origin == "random":
         warn("this model was exported with --weights random (smoke test): its predictions are meaningless")
 
+    if args.warmup:
+        took = clf.warmup(batch_sizes=(1, args.batch_size))
+        info("warm-up: " + ", ".join(f"batch {n} in {ms:.1f} ms" for n, ms in took.items())
+             + (f"; TensorRT engine cached under {args.trt_cache or default_trt_cache_dir()}"
+                if clf.engine_built is not None else ""))
+        if not inputs and not videos:
+            return 0
     if not inputs and not videos:
         print("edge-classify: error: no images to classify", file=sys.stderr)
         return EXIT_USAGE
@@ -349,18 +366,24 @@ def _is_stream(arg: str) -> bool:
 
 def _run_stream(clf, text: str, args, info) -> int:
     """One video or stream, frame by frame (runtime/streams.py); returns the frames that failed."""
-    from .streams import VideoSaver, annotate, classify_stream, parse_source
+    from .streams import RollingRate, VideoSaver, annotate, classify_stream, parse_source
 
     src = parse_source(text)
     saver = None
     done = failed = dropped = 0
-    t0 = time.perf_counter()
+    t0 = last_report = time.perf_counter()
+    rate = RollingRate()
     results = classify_stream(clf, src, every=args.every, top_k=args.top_k, reconnect_s=args.reconnect)
     try:
         for r in results:
             res = r.classification
             done += 1
             dropped += r.dropped_before
+            rate.tick()
+            if time.perf_counter() - last_report >= FPS_REPORT_EVERY_S:
+                last_report = time.perf_counter()
+                info(f"{src.name}: frame {r.frame}, {rate.rate():.1f} frames/s (last {rate.window:.0f} s)"
+                     + (f", {dropped} dropped so far" if dropped else ""))
             if res.error:
                 failed += 1
                 print(f"edge-classify: {src.name} frame {r.frame}: {res.error}", file=sys.stderr)

@@ -98,3 +98,44 @@ def gpu_name() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return "unknown"
+
+
+# Device nodes of an NVIDIA GPU: desktop/server driver, Jetson (nvgpu: JetPack 5 and 6), WSL2.
+GPU_DEVICE_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu", "/dev/dxg")
+
+
+@functools.lru_cache(maxsize=None)
+def nvidia_gpu_device() -> str | None:
+    """The first NVIDIA GPU device node present, or None (no GPU the CUDA provider could use)."""
+    import os
+
+    return next((node for node in GPU_DEVICE_NODES if os.path.exists(node)), None)
+
+
+@functools.lru_cache(maxsize=None)
+def provider_library_error(short: str) -> str | None:
+    """Why ONNX Runtime's shared library for the ``cuda`` or ``tensorrt`` provider cannot be
+    loaded here (its first missing dependency, e.g. "libnvinfer.so.10: cannot open shared
+    object file"), or None when it loads or cannot be judged.
+
+    This is the same ``dlopen`` of the same file that ONNX Runtime performs when a session asks
+    for the provider, so it sees what ONNX Runtime would see (its RPATH, LD_LIBRARY_PATH,
+    libraries preloaded with ``onnxruntime.preload_dlls``), without ONNX Runtime's error banner.
+    PyPI's ``onnxruntime-gpu`` lists TensorRT on every machine, with or without TensorRT."""
+    import ctypes
+    import sys
+    from pathlib import Path
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        lib = Path(onnxruntime().__file__).parent / "capi" / f"libonnxruntime_providers_{short}.so"
+    except EdgeClassifyError:
+        return None
+    if not lib.is_file():
+        return None
+    try:
+        ctypes.CDLL(str(lib))
+    except OSError as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot be loaded"
+    return None

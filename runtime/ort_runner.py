@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from . import session_cache
-from .errors import first_line
+from .errors import EdgeClassifyError, first_line
 from .providers import SHORT, ProviderPlan
 from .runners import TensorInfo
 
@@ -28,15 +28,24 @@ class OrtRunner:
         self.cache_status = "off"
         self._cache, self._pending = cache, None
         self.fallback_note = None
-        try:
-            self.session = self._quiet_create(source, model_sha256)
-        except Exception as exc:  # TensorRT's EPFail is not one ORT's own fallback catches
-            if plan.requested != "auto" or plan.primary != "TensorrtExecutionProvider" or len(plan.providers) < 2:
-                raise
-            self.plan = plan = ProviderPlan(plan.requested, plan.providers[1:])
-            self.fallback_note = (f"TensorRT could not create a session for this model ({first_line(exc)}); "
-                                  f"running on {SHORT.get(plan.primary, plan.primary)}")
-            self.session = self._quiet_create(source, model_sha256)
+        notes = []
+        while True:
+            try:
+                self.session = self._quiet_create(source, model_sha256)
+                break
+            except Exception as exc:  # TensorRT's EPFail is not one ORT's own fallback catches
+                failed = SHORT.get(plan.primary, plan.primary)
+                if plan.primary == "CPUExecutionProvider":
+                    raise
+                if plan.requested != "auto":
+                    raise EdgeClassifyError(
+                        f"{failed} could not create a session for this model: {first_line(exc)}",
+                        hint="--provider auto runs on the next provider instead; "
+                             f"`edge-doctor --model MODEL --provider {failed}` checks this device") from None
+                self.plan = plan = ProviderPlan(plan.requested, plan.providers[1:], plan.skipped)
+                notes.append(f"{failed} could not create a session for this model ({first_line(exc)})")
+        if notes:
+            self.fallback_note = "; ".join(notes) + f"; running on {SHORT.get(plan.primary, plan.primary)}"
         self.device = self.session.get_providers()[0] if self.session.get_providers() else "CPUExecutionProvider"
         trt_fp16 = self.device == "TensorrtExecutionProvider" and plan.providers[0][1].get("trt_fp16_enable")
         self.precision = "fp16" if trt_fp16 and precision == "fp32" else precision
@@ -72,7 +81,7 @@ class OrtRunner:
         ort, cache, providers = self._ort, self._cache, self.plan.providers
         so = session_options(ort, self._threads, self._spinning)
         if cache is None:
-            return ort.InferenceSession(source, so, providers=providers)
+            return _session(ort, source, so, providers)
         key = session_cache.entry_key(model_sha256, ort.__version__, "all")
         hit = cache.lookup(key)
         if hit is not None:
@@ -80,7 +89,7 @@ class OrtRunner:
             fast = session_options(ort, self._threads, self._spinning)
             fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             try:
-                session = ort.InferenceSession(path, fast, providers=providers)
+                session = _session(ort, path, fast, providers)
                 self.cache_status = "hit"
                 return session
             except Exception:  # a damaged entry: rebuilt below
@@ -90,13 +99,19 @@ class OrtRunner:
         tmp, tmp_path = cache.reserve(key)
         try:
             so.optimized_model_filepath = tmp_path
-            session = ort.InferenceSession(source, so, providers=providers)
+            session = _session(ort, source, so, providers)
             self._pending, self.cache_status = (tmp, key), "pending"
             return session
         except Exception:  # full disk, or a broken model (which fails again just below)
             cache.discard(tmp)
             so.optimized_model_filepath = ""
-            return ort.InferenceSession(source, so, providers=providers)
+            return _session(ort, source, so, providers)
+
+
+def _session(ort, source, so, providers):
+    # ORT's own fallback (retry on CUDA+CPU after printing a banner on stdout) is off: OrtRunner
+    # falls back itself, only under `auto`, and says which provider failed and why.
+    return ort.InferenceSession(source, so, providers=providers, enable_fallback=0)
 
 
 def session_options(ort, threads: int | None, spinning: bool = True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import EdgeClassifyError
 
@@ -33,10 +34,26 @@ AUTO_SKIPS = ("openvino",)
 CHOICES = ("auto",) + AUTO_ORDER
 
 
+# CUDA provider options for inference, all known to ONNX Runtime 1.14+ (JetPack 5's wheels
+# included: an unknown key fails the session). cuDNN tries every convolution algorithm once
+# per input shape and keeps the fastest (a slower first run of each batch size, then the
+# best kernels); the memory arena grows by what is asked rather than doubling, which on a
+# Jetson, whose GPU shares the board's RAM with the CPU, leaves that RAM to the rest.
+CUDA_OPTIONS = {
+    "cudnn_conv_algo_search": "EXHAUSTIVE",
+    "cudnn_conv_use_max_workspace": "1",
+    "arena_extend_strategy": "kSameAsRequested",
+    "do_copy_in_default_stream": "1",
+}
+
+GPU_PROVIDERS = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda"}
+
+
 @dataclass(frozen=True)
 class ProviderPlan:
     requested: str
     providers: list[tuple[str, dict]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # listed by ONNX Runtime, left out by auto: why
 
     @property
     def names(self) -> list[str]:
@@ -52,13 +69,37 @@ def default_trt_cache_dir() -> Path:
     return Path(base) / "edge-classify" / "trt-engines"
 
 
-def plan_providers(requested: str, available: list[str], trt_options: dict | None = None) -> ProviderPlan:
+def unusable_gpu_providers(listed: list[str], gpu_device: str | None,
+                           library_error: Callable[[str], str | None]) -> dict[str, str]:
+    """The GPU providers ONNX Runtime lists that cannot work here, with the reason.
+
+    PyPI's ``onnxruntime-gpu`` lists TensorRT and CUDA whether or not a GPU, CUDA, cuDNN or
+    TensorRT is installed; asking for them anyway makes every ``auto`` run print ONNX
+    Runtime's load errors and its fallback banner. ``gpu_device`` is the GPU's device node
+    (None: no NVIDIA GPU); ``library_error(short)`` why the provider's library does not load.
+    """
+    out = {}
+    for name, short in GPU_PROVIDERS.items():
+        if name not in listed:
+            continue
+        if gpu_device is None:
+            out[name] = "no NVIDIA GPU on this machine (no /dev/nvidia0, /dev/nvhost-ctrl-gpu, /dev/nvgpu or /dev/dxg)"
+            continue
+        error = library_error(short)
+        if error:
+            out[name] = f"its libraries are not installed ({error})"
+    return out
+
+
+def plan_providers(requested: str, available: list[str], trt_options: dict | None = None,
+                   unusable: dict[str, str] | None = None) -> ProviderPlan:
     """Resolve ``auto|tensorrt|cuda|cpu`` against the available providers.
 
     ``auto`` takes TensorRT, then CUDA, then CPU, keeping each that is available (later
-    ones run the nodes earlier ones cannot). A named provider must be available; the
-    providers below it stay as fallbacks (TensorRT -> CUDA -> CPU). OpenVINO runs only
-    when named (see AUTO_SKIPS).
+    ones run the nodes earlier ones cannot) and not ``unusable`` (see
+    ``unusable_gpu_providers``; those land in ``skipped``). A named provider must be
+    available, and is tried even if it looks unusable; the providers below it stay as
+    fallbacks (TensorRT -> CUDA -> CPU). OpenVINO runs only when named (see AUTO_SKIPS).
     """
     requested = (requested or "auto").lower()
     if requested not in CHOICES:
@@ -77,25 +118,38 @@ def plan_providers(requested: str, available: list[str], trt_options: dict | Non
     # The chain starts at the requested provider (all of AUTO_ORDER for auto); providers in
     # AUTO_SKIPS join it only when they are the one requested.
     start = 0 if requested == "auto" else AUTO_ORDER.index(requested)
-    chain = [p for p in AUTO_ORDER[start:] if p in avail_short and (p == requested or p not in AUTO_SKIPS)]
+    skipped = {name: why for name, why in (unusable or {}).items() if requested == "auto" and name in available}
+    chain = [p for p in AUTO_ORDER[start:] if p in avail_short and (p == requested or p not in AUTO_SKIPS)
+             and ALIASES[p] not in skipped]
     if "cpu" not in chain:  # ORT appends CPU anyway; make it explicit so reports are honest
         chain.append("cpu")
-    providers = [(ALIASES[p], dict(trt_options or {}) if p == "tensorrt" else {}) for p in chain]
-    return ProviderPlan(requested, providers)
+    options = {"tensorrt": trt_options or {}, "cuda": CUDA_OPTIONS}
+    providers = [(ALIASES[p], dict(options.get(p, {}))) for p in chain]
+    return ProviderPlan(requested, providers, skipped)
 
 
-def check_used(plan: ProviderPlan, session_providers: list[str]) -> tuple[str, str | None]:
+def check_used(plan: ProviderPlan, session_providers: list[str], reason: str | None = None) -> tuple[str, str | None]:
     """Return (provider actually used, warning or None); raise if an explicit request was dropped.
 
     ONNX Runtime logs and drops a provider it cannot initialise. For ``auto`` that is a
     warning (it still runs, on the next provider); for an explicit request it is an error.
+    ``reason``: why the requested provider cannot work here, where known (a missing library,
+    no GPU: ``unusable_gpu_providers``); without one, the hint does not guess at libraries.
     """
     used = session_providers[0] if session_providers else "CPUExecutionProvider"
     if used == plan.primary:
         return used, None
-    msg = f"{SHORT.get(plan.primary, plan.primary)} was requested but failed to initialise; running on {SHORT.get(used, used)}"
+    short = SHORT.get(plan.primary, plan.primary)
+    msg = f"{short} was requested but failed to initialise" + (f": {reason}" if reason else "")
+    msg += f"; running on {SHORT.get(used, used)}"
     if plan.requested != "auto":
-        raise EdgeClassifyError(
-            msg, hint="check the CUDA/cuDNN/TensorRT libraries onnxruntime needs, or use --provider auto"
-        )
+        if reason and "libraries" in reason:
+            hint = ("install what ONNX Runtime's GPU build needs (CUDA, cuDNN, TensorRT: see "
+                    "https://onnxruntime.ai/docs/execution-providers/), or use --provider auto")
+        elif reason:
+            hint = "use --provider auto (or cpu) on this machine"
+        else:
+            hint = (f"its libraries load and a GPU is present, so it failed while starting: "
+                    f"`edge-doctor --model MODEL --provider {short}` shows ONNX Runtime's own message")
+        raise EdgeClassifyError(msg, hint=hint)
     return used, msg

@@ -6,8 +6,10 @@ and issue tracker):
 
 * **INT8 needs ``trt_int8_enable``**: without it TensorRT's INT8 builder flag is off and a
   QDQ model fails to build ("int8 is not configured in the builder"). TensorRT also takes
-  only symmetric int8 activations: a uint8-activation QDQ model (export's x86 default) is
-  kept off TensorRT before any session is created.
+  only symmetric int8 activations, and its parser rejects int32 biases behind
+  ``DequantizeLinear``: a uint8-activation QDQ model (export's x86 default), or one with
+  quantized biases (exports before s8 models kept them float), is kept off TensorRT before
+  any session is created.
 * **Stale engines**: the provider's engine id hashes graph and tensor names, not weights, so
   one cache folder for every model would load the engine of an earlier export of the same
   architecture. Each model gets its own folder, keyed by the model's sha256, precision,
@@ -44,9 +46,14 @@ def _version(text: str) -> tuple[int, ...]:
 def refuse_reason(precision: str, parity: dict | None) -> str | None:
     """Why this model must not be built by TensorRT (None: it may)."""
     quant = (parity or {}).get("quantization") or {}
-    if precision == "int8" and quant.get("activations") == "u8":
+    if precision != "int8":
+        return None
+    if quant.get("activations") == "u8":
         return ("this INT8 model has uint8 activations (made for x86 CPUs); TensorRT takes symmetric int8 only: "
                 "re-export with --int8-activations s8")
+    if quant.get("bias", "int32") != "float":  # exports before the field existed quantized their biases
+        return ("this INT8 model has int32-quantized biases, whose DequantizeLinear TensorRT's parser rejects: "
+                "re-export it with --int8-activations s8 (biases then stay float)")
     return None
 
 
@@ -60,6 +67,14 @@ def engine_cache_dir(base: str | os.PathLike, key: str) -> Path:
     path = Path(base) / key
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cached_engines(folder: str | os.PathLike) -> list[Path]:
+    """The serialized engines ONNX Runtime keeps in a model's cache folder (``*.engine``)."""
+    try:
+        return sorted(Path(folder).glob("*.engine"))
+    except OSError:
+        return []
 
 
 def profile_shapes(input_name: str, input_shape: tuple, static_batch: int | None) -> dict:

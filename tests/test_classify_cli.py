@@ -214,3 +214,21 @@ def test_optimised_graph_cache(exported, photos, tmp_path, monkeypatch):
     os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))  # touched, same bytes
     assert Classifier(model, providers="cpu").cache_status == "hit"
     assert len(list(cached.parent.glob("*.onnx"))) == 1
+
+
+def test_warmup_alone_loads_runs_blank_batches_and_exits_zero(tmp_path, capsys, monkeypatch):
+    """Build ahead of deployment: `--warmup` without inputs is a complete, successful run; without
+    it, no inputs is a usage error. Each warm-up batch size is reported."""
+    import tiny_models
+
+    model = tiny_models.make(tmp_path / "m.onnx")
+    calls = []
+    real = Classifier.warmup
+    monkeypatch.setattr(Classifier, "warmup", lambda self, **kw: calls.append(kw) or real(self, **kw))
+    rc, out, err = run_cli(capsys, "--model", model, "--warmup", "--batch-size", "4", "--engine", "onnxruntime")
+    assert rc == 0 and out == "" and calls == [{"batch_sizes": (1, 4)}]
+    assert re.search(r"warm-up: batch 1 in [\d.]+ ms, batch 4 in [\d.]+ ms", err)
+    rc, out, err = run_cli(capsys, "--model", model, "--engine", "onnxruntime")
+    assert rc == 2 and "no images" in err
+    clf = Classifier(model, providers="cpu", batch_size=4)
+    assert set(clf.warmup()) == {1, 4}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.providers import check_used, plan_providers
+from edge_classify.runtime.providers import check_used, plan_providers, unusable_gpu_providers
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 OV = "OpenVINOExecutionProvider"
@@ -53,7 +55,17 @@ def test_unknown_provider_is_usage_error():
 def test_tensorrt_options_go_to_tensorrt_only():
     plan = plan_providers("auto", JETSON, {"trt_fp16_enable": True})
     assert plan.providers[0] == (TRT, {"trt_fp16_enable": True})
-    assert plan.providers[1] == (CUDA, {})
+    assert plan.providers[1][0] == CUDA and "trt_fp16_enable" not in plan.providers[1][1]
+
+
+def test_cuda_gets_inference_defaults():
+    """cuDNN's exhaustive algorithm search (fastest kernels per shape) and an arena that grows
+    by what is asked (a Jetson's GPU shares the board's RAM), wherever CUDA is in the chain."""
+    for plan in (plan_providers("auto", JETSON), plan_providers("cuda", CUDA_ONLY)):
+        opts = dict(plan.providers)[CUDA]
+        assert opts["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+        assert opts["arena_extend_strategy"] == "kSameAsRequested"
+    assert dict(plan_providers("auto", CPU_ONLY).providers)[CPU] == {}
 
 
 def test_silent_fallback_is_reported():
@@ -64,3 +76,98 @@ def test_silent_fallback_is_reported():
     explicit = plan_providers("cuda", JETSON)
     with pytest.raises(EdgeClassifyError, match="cuda was requested"):
         check_used(explicit, [CPU])
+
+
+# PyPI's onnxruntime-gpu lists TensorRT and CUDA on every machine (defect 5 of issue 11).
+NO_LIBS = {"tensorrt": "libnvinfer.so.10: cannot open shared object file: No such file or directory",
+           "cuda": None}
+
+
+def test_gpu_providers_without_a_gpu_are_unusable():
+    why = unusable_gpu_providers(JETSON, None, NO_LIBS.get)
+    assert set(why) == {TRT, CUDA} and all("no NVIDIA GPU" in w for w in why.values())
+    assert unusable_gpu_providers(CPU_ONLY, None, NO_LIBS.get) == {}
+
+
+def test_tensorrt_listed_without_its_libraries_is_unusable_cuda_stays():
+    why = unusable_gpu_providers(JETSON, "/dev/nvidia0", NO_LIBS.get)
+    assert list(why) == [TRT] and "libnvinfer.so.10" in why[TRT]
+    assert unusable_gpu_providers(JETSON, "/dev/nvidia0", lambda short: None) == {}
+
+
+def test_auto_leaves_unusable_providers_out_and_says_why():
+    why = unusable_gpu_providers(JETSON, "/dev/nvidia0", NO_LIBS.get)
+    plan = plan_providers("auto", JETSON, {"trt_fp16_enable": True}, unusable=why)
+    assert plan.names == [CUDA, CPU] and "libnvinfer" in plan.skipped[TRT]
+    nothing = plan_providers("auto", JETSON, unusable=unusable_gpu_providers(JETSON, None, NO_LIBS.get))
+    assert nothing.names == [CPU] and set(nothing.skipped) == {TRT, CUDA}
+
+
+def test_a_named_provider_is_still_tried_and_its_failure_names_the_cause():
+    why = unusable_gpu_providers(JETSON, "/dev/nvidia0", NO_LIBS.get)
+    named = plan_providers("tensorrt", JETSON, unusable=why)
+    assert named.primary == TRT and not named.skipped  # our detection could be wrong: ORT decides
+    with pytest.raises(EdgeClassifyError, match="libnvinfer.so.10") as e:
+        check_used(named, [CUDA, CPU], why[TRT])
+    assert "install" in e.value.hint
+    with pytest.raises(EdgeClassifyError, match="tensorrt was requested") as e:  # loads, yet failed
+        check_used(named, [CUDA, CPU], None)
+    assert "edge-doctor" in e.value.hint and "librar" not in str(e.value).split("hint")[0]
+
+
+def test_auto_on_a_gpu_build_without_a_gpu_runs_quietly_on_the_cpu(tmp_path, monkeypatch, capfd):
+    """What `edge-classify` does with PyPI's onnxruntime-gpu on a box without a GPU: no ONNX
+    Runtime load errors, no warning; one informational note says why the GPU providers sat out."""
+    import onnxruntime
+
+    import tiny_models
+    from edge_classify.runtime import Classifier, deps
+
+    class GpuBuild:  # the real CPU build, listing what onnxruntime-gpu lists
+        def __getattr__(self, name):
+            return getattr(onnxruntime, name)
+
+        @staticmethod
+        def get_available_providers():
+            return list(JETSON)
+
+    model = tiny_models.make(tmp_path / "m.onnx")
+    monkeypatch.setattr(deps, "onnxruntime", lambda: GpuBuild())
+    monkeypatch.setattr(deps, "nvidia_gpu_device", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    clf = Classifier(model, engine="onnxruntime")
+    assert clf.provider == CPU and clf.provider_warning is None
+    assert "no NVIDIA GPU" in clf.provider_note and "tensorrt" in clf.provider_note
+    out, err = capfd.readouterr()
+    assert "EP Error" not in out + err and "TensorrtExecutionProvider" not in out + err
+    assert not (tmp_path / "cache" / "edge-classify" / "trt-engines").exists()  # no engine folder made for nothing
+
+
+def test_provider_library_check_opens_onnxruntimes_own_provider_library(tmp_path, monkeypatch):
+    """``deps.provider_library_error`` dlopens ``onnxruntime/capi/libonnxruntime_providers_<p>.so``,
+    the file ONNX Runtime itself loads: a library that cannot load is named with the loader's reason."""
+    import ctypes.util
+    import shutil
+    import sys
+
+    from edge_classify.runtime import deps
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the check is for Linux (Jetson and x86 GPU boxes)")
+    pkg = tmp_path / "onnxruntime"
+    (pkg / "capi").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "capi" / "libonnxruntime_providers_tensorrt.so").write_bytes(b"not an ELF file")
+    libm = ctypes.util.find_library("m")
+    loadable = next(p for p in ("/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
+                    if libm and (Path(p) / libm).exists())
+    shutil.copy(Path(loadable) / libm, pkg / "capi" / "libonnxruntime_providers_cuda.so")
+    fake = type("FakeOrt", (), {"__file__": str(pkg / "__init__.py")})()
+    monkeypatch.setattr(deps, "onnxruntime", lambda: fake)
+    deps.provider_library_error.cache_clear()
+    try:
+        assert deps.provider_library_error("tensorrt")  # the loader's reason (invalid ELF header)
+        assert deps.provider_library_error("cuda") is None
+        assert deps.provider_library_error("openvino") is None  # no such file: cannot judge
+    finally:
+        deps.provider_library_error.cache_clear()

@@ -47,13 +47,44 @@ def test_timing_cache_only_where_onnx_runtime_knows_the_option(tmp_path):
     assert "trt_timing_cache_path" not in old and "trt_timing_cache_enable" not in old
 
 
-def test_uint8_int8_models_stay_off_tensorrt():
-    u8 = {"quantization": {"activations": "u8"}}
-    assert tensorrt.check_allowed("auto", "int8", {"quantization": {"activations": "s8"}}) is None
+def test_uint8_and_int32_bias_int8_models_stay_off_tensorrt():
+    u8 = {"quantization": {"activations": "u8", "bias": "int32"}}
+    s8 = {"quantization": {"activations": "s8", "bias": "float"}}
+    old_s8 = {"quantization": {"activations": "s8"}}  # exported before biases stayed float
+    assert tensorrt.check_allowed("auto", "int8", s8) is None
     assert "uint8" in tensorrt.check_allowed("auto", "int8", u8)
-    with pytest.raises(EdgeClassifyError, match="--int8-activations s8") as e:
-        tensorrt.check_allowed("tensorrt", "int8", u8)
-    assert e.value.exit_code == 3
+    assert "int32" in tensorrt.check_allowed("auto", "int8", old_s8)
+    for parity in (u8, old_s8):
+        with pytest.raises(EdgeClassifyError, match="--int8-activations s8") as e:
+            tensorrt.check_allowed("tensorrt", "int8", parity)
+        assert e.value.exit_code == 3
+    assert tensorrt.check_allowed("tensorrt", "fp32", None) is None
+
+
+def test_s8_int8_export_keeps_biases_float_for_tensorrt(tmp_path, photos):
+    """TensorRT's parser rejects DequantizeLinear on int32 biases (ORT's quantizer default):
+    the s8 model made for it keeps them float, says so in its contract, and TensorRT's policy
+    takes it; it still runs on the CPU with FP32's predictions."""
+    import onnx
+
+    from edge_classify.runtime import Classifier
+
+    def int32_dequantized(path):
+        m = onnx.load(str(path))
+        int32 = {t.name for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+        return [n.name for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
+
+    s8 = tiny_models.make_conv(tmp_path / "s8.onnx", "int8", calibration=photos[:8], activations="s8")
+    u8 = tiny_models.make_conv(tmp_path / "u8.onnx", "int8", calibration=photos[:8], activations="u8")
+    assert int32_dequantized(u8)  # the check can fail: ORT's default quantizes biases
+    assert not int32_dequantized(s8)
+    clf = Classifier(s8, providers="cpu")
+    assert clf.contract.parity["quantization"]["bias"] == "float"
+    assert tensorrt.check_allowed("tensorrt", "int8", clf.contract.parity) is None
+    fp32 = Classifier(tmp_path / "s8.fp32.onnx", providers="cpu").predict(photos)
+    got = clf.predict(photos)
+    assert len(set(fp32.argmax(1))) > 1  # the picture matters
+    assert (got.argmax(1) == fp32.argmax(1)).mean() >= 0.9
 
 
 def test_batch_size_does_not_change_the_engine(tmp_path):
@@ -91,12 +122,17 @@ class _FakeOrt:
         def get_inputs(self):
             return [type("I", (), {"name": "input", "shape": [None, 4, 4, 3], "type": "tensor(float)"})()]
 
-        get_outputs = get_inputs
+        def get_outputs(self):
+            return [type("O", (), {"name": "probabilities", "shape": [None, 5], "type": "tensor(float)"})()]
 
         def run(self, outputs, feeds):
-            return [np.zeros((1, 2), np.float32)]
+            return [np.full((len(next(iter(feeds.values()))), 5), 0.2, np.float32)]
 
-    def InferenceSession(self, source, so, providers):  # noqa: N802 (onnxruntime's name)
+    def __init__(self):
+        self.calls = []
+
+    def InferenceSession(self, source, so, providers, **kwargs):  # noqa: N802 (onnxruntime's name)
+        self.calls.append(kwargs)
         if providers[0][0] == TRT:
             print("*************** EP Error ***************")
             raise type("EPFail", (Exception,), {})("TensorRT EP failed to create engine from network")
@@ -105,10 +141,51 @@ class _FakeOrt:
 
 def test_tensorrt_session_failure_falls_back_explicitly_and_keeps_stdout_clean(capsys):
     plan = plan_providers("auto", [TRT, CUDA, CPU], {"trt_fp16_enable": True})
-    runner = OrtRunner(_FakeOrt(), "m.onnx", plan, "fp32")
+    ort = _FakeOrt()
+    runner = OrtRunner(ort, "m.onnx", plan, "fp32")
     assert runner.device == CUDA
-    assert "TensorRT could not create a session" in runner.fallback_note and "cuda" in runner.fallback_note
+    assert "tensorrt could not create a session" in runner.fallback_note and "running on cuda" in runner.fallback_note
+    assert "failed to create engine" in runner.fallback_note  # why, in ONNX Runtime's words
     assert capsys.readouterr().out == ""  # the banner went to stderr
+    assert all(call.get("enable_fallback") == 0 for call in ort.calls)  # ORT's own fallback off: ours decides
     named = plan_providers("tensorrt", [TRT, CUDA, CPU], {})
-    with pytest.raises(Exception, match="failed to create engine"):
+    with pytest.raises(EdgeClassifyError, match="tensorrt could not create a session.*failed to create engine") as e:
         OrtRunner(_FakeOrt(), "m.onnx", named, "fp32")
+    assert "--provider auto" in e.value.hint
+
+
+class _BuildingOrt(_FakeOrt):
+    """An onnxruntime whose TensorRT sessions write an engine into the cache folder, as the
+    provider does on its first build, and reuse it later."""
+
+    def InferenceSession(self, source, so, providers, **kwargs):  # noqa: N802 (onnxruntime's name)
+        name, opts = providers[0]
+        if name == TRT:
+            folder = Path(opts["trt_engine_cache_path"])
+            self.builds = getattr(self, "builds", 0) + (not list(folder.glob("*.engine")))
+            (folder / "TensorrtExecutionProvider_TRTKernel_graph_tiny_0_0_sm87.engine").write_bytes(b"engine")
+        return self._Session(providers)
+
+
+def test_first_engine_build_is_announced_and_timed_then_reused(tmp_path, monkeypatch):
+    """Minutes of silence on the first TensorRT run look like a hang: the build is announced
+    before it starts and timed after; a later load reuses the cached engine without a word."""
+    from edge_classify.runtime import deps
+    from edge_classify.runtime.classifier import Classifier
+
+    model = tiny_models.make(tmp_path / "m.onnx", graph_input_size=(4, 4), contract_input_size=(4, 4))
+    fake = _BuildingOrt()
+    monkeypatch.setattr(deps, "onnxruntime", lambda: fake)
+    said = []
+    first = Classifier(model, available_providers=[TRT, CPU], available_engines=["onnxruntime"],
+                       trt_cache_dir=tmp_path / "trt", on_status=said.append)
+    assert first.provider == TRT and first.engine_built is True and first.engine_build_s >= 0
+    assert len(said) == 2 and "building the TensorRT engine" in said[0] and "minutes" in said[0]
+    assert said[1].startswith("TensorRT engine built in") and str(tmp_path / "trt") in said[1]
+    said.clear()
+    again = Classifier(model, available_providers=[TRT, CPU], available_engines=["onnxruntime"],
+                       trt_cache_dir=tmp_path / "trt", on_status=said.append)
+    assert again.engine_built is False and said == [] and fake.builds == 1
+    cpu = Classifier(model, providers="cpu", available_providers=[TRT, CPU], available_engines=["onnxruntime"],
+                     on_status=said.append)
+    assert cpu.engine_built is None and said == []
