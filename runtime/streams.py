@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -330,6 +331,27 @@ def classify_stream(classifier, source: str | int | StreamSource, *, every: int 
                                   replace(result, source=src.name), f.image_bgr, classifier)
         finally:
             items.close()
+
+
+class RollingRate:
+    """Frames per second over the last ``window`` seconds: the rolling FPS a stream run shows on
+    stderr (a whole-run average hides a camera that slowed down a minute ago)."""
+
+    def __init__(self, window: float = 5.0, clock: Callable[[], float] = time.perf_counter):
+        self.window, self._clock = window, clock
+        self._times: deque = deque()
+
+    def tick(self) -> None:
+        now = self._clock()
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+
+    def rate(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0
 
 
 def annotate(frame_bgr: np.ndarray, predictions: Sequence) -> np.ndarray:

@@ -21,6 +21,7 @@ import tiny_models
 from edge_classify.runtime.classifier import Classifier
 from edge_classify.runtime.errors import EdgeClassifyError, InputError
 from edge_classify.runtime.streams import (
+    RollingRate,
     EXIT_STREAM_LOST, StreamLost, VideoSaver, annotate, classify_stream, frames, is_video_path, open_capture,
     parse_source,
 )
@@ -463,3 +464,31 @@ def test_cli_save_writes_an_annotated_copy_and_refuses_ambiguity(clf, clip, tmp_
     # A mistyped image name with "!" is a missing file, not a GStreamer pipeline to wait for.
     assert cli.main(["--model", str(clf.model_path), str(tmp_path / "no!such.jpg")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_rolling_rate_counts_only_the_recent_window():
+    now = [0.0]
+    rate = RollingRate(window=2.0, clock=lambda: now[0])
+    assert rate.rate() == 0.0
+    for _ in range(11):  # 10 frames/s for a second
+        rate.tick()
+        now[0] += 0.1
+    assert rate.rate() == pytest.approx(10.0)
+    now[0] += 5.0  # a stall: the old frames leave the window
+    for _ in range(3):  # then 2 frames/s
+        rate.tick()
+        now[0] += 0.5
+    assert rate.rate() == pytest.approx(2.0)
+
+
+def test_cli_shows_a_rolling_fps_on_stderr_never_on_stdout(clf, clip, capsys, monkeypatch):
+    from edge_classify.runtime import cli
+
+    monkeypatch.setattr(cli, "FPS_REPORT_EVERY_S", 0.0)  # a line per frame, instead of every 2 s
+    assert cli.main(["--model", str(clf.model_path), "--json", str(clip)]) == 0
+    out, err = capsys.readouterr()
+    assert all(json.loads(line)["frame"] >= 0 for line in out.splitlines())  # stdout: rows only
+    fps_lines = [line for line in err.splitlines() if "frames/s (last" in line]
+    assert len(fps_lines) == 12 and "frame 11," in fps_lines[-1]
+    assert cli.main(["--model", str(clf.model_path), "--json", "-q", str(clip)]) == 0
+    assert "frames/s" not in capsys.readouterr().err
