@@ -185,8 +185,9 @@ class Classifier:
                 cache = self._open_cache()
                 model_stat, self.model_sha256, hashed = _digest(self.model_path, cache)
             self.contract = _read_contract(source, name)
-            ort_providers = self._ort_providers(installed)
-            choice = engines.decide_without_measuring(requested_engine, installed, providers, ort_providers)
+            listed = self._ort_providers(installed)
+            usable = [p for p in listed if p not in self._unusable(listed)]
+            choice = engines.decide_without_measuring(requested_engine, installed, providers, usable)
             if choice is None:
                 choice = self._auto_choice(source, cache, installed)
             self.engine_choice = choice
@@ -234,6 +235,14 @@ class Classifier:
         if self.runner is not None:
             self.runner.discard_pending()
 
+    def _unusable(self, listed: list[str]) -> dict:
+        """The GPU providers ONNX Runtime lists that cannot work on this machine, and why.
+        What it lists is not what works: PyPI's GPU build lists TensorRT and CUDA everywhere.
+        Injected providers (tests) are taken as working."""
+        if self._available_providers is not None:
+            return {}
+        return unusable_gpu_providers(listed, deps.nvidia_gpu_device(), deps.provider_library_error)
+
     def _why_unusable(self, provider: str) -> str | None:
         if self._available_providers is not None or provider not in GPU_PROVIDERS:
             return None
@@ -277,13 +286,13 @@ class Classifier:
         self._compute(engine)  # validates the request (bf16 needs OpenVINO)
         ort = deps.onnxruntime()
         available = self._ort_providers(["onnxruntime"])
-        # What ONNX Runtime lists is not what works: PyPI's GPU build lists TensorRT and CUDA
-        # everywhere. Injected providers (tests) are taken as working.
-        unusable = {} if self._available_providers is not None else unusable_gpu_providers(
-            available, deps.nvidia_gpu_device(), deps.provider_library_error)
+        unusable = self._unusable(available)
         plan = plan_providers(self._providers, available, unusable=unusable)
         if plan.skipped:
-            self.provider_note = "; ".join(f"{SHORT.get(n, n)} not used: {why}" for n, why in plan.skipped.items())
+            by_reason = {}
+            for name, why in plan.skipped.items():
+                by_reason.setdefault(why, []).append(SHORT.get(name, name))
+            self.provider_note = "; ".join(f"{' and '.join(names)} not used: {why}" for why, names in by_reason.items())
         if "TensorrtExecutionProvider" in plan.names:
             m, pre = self.contract.model, self.contract.preprocess
             self._trt_skipped = tensorrt.check_allowed(plan.requested, m.precision, self.contract.parity)

@@ -141,6 +141,9 @@ def test_auto_on_a_gpu_build_without_a_gpu_runs_quietly_on_the_cpu(tmp_path, mon
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "TensorrtExecutionProvider" not in out + err
     assert not (tmp_path / "cache" / "edge-classify" / "trt-engines").exists()  # no engine folder made for nothing
+    both = Classifier(model, available_engines=["onnxruntime", "openvino"], images_hint=1)
+    assert "GPU" not in both.engine_choice.reason  # an unusable GPU provider does not decide the engine
+    assert both.provider_note.count("no NVIDIA GPU") == 1  # one reason, said once for both providers
 
 
 def test_provider_library_check_opens_onnxruntimes_own_provider_library(tmp_path, monkeypatch):
