@@ -63,3 +63,36 @@ def test_gpu_provider_matches_cpu(provider, precision, models, photos, tmp_path)
         assert engines, "TensorRT cached no engine"
         again = Classifier(models[precision], providers=provider, trt_cache_dir=tmp_path)
         assert again.engine_built is False  # the second load reuses the cached engine
+
+
+def test_gpu_tests_and_their_models_need_no_tensorflow(tmp_path):
+    """Runs everywhere (no GPU needed): with TensorFlow and Keras unimportable, as on a Jetson
+    with the runtime and test extras only, this module imports and its FP32/FP16/INT8 models
+    are built and run, each predicting what FP32 predicts on most photos."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    code = f"""
+import sys
+sys.modules["tensorflow"] = None; sys.modules["keras"] = None; sys.modules["tf2onnx"] = None
+sys.path.insert(0, {str(tests)!r})
+from pathlib import Path
+import numpy as np
+import conftest, test_gpu, tiny_models
+from edge_classify.runtime import Classifier
+photos = [conftest.SKIMAGE_DATA / f for f in conftest.PHOTO_FILES]
+d = Path({str(tmp_path)!r})
+top = {{p: Classifier(tiny_models.make_conv(d / f"{{p}}.onnx", p, calibration=photos[:8]), providers="cpu")
+        .predict(photos).argmax(1) for p in ("fp32", "fp16", "int8")}}
+assert len(set(top["fp32"])) > 1
+import json
+print(json.dumps({{p: float((t == top["fp32"]).mean()) for p, t in top.items()}}))
+assert all("tensorflow" not in m and "keras" not in m for m in sys.modules if sys.modules[m] is not None)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    agreement = json.loads(out.stdout.strip().splitlines()[-1])
+    assert agreement["fp16"] == 1.0 and agreement["int8"] >= 0.8
