@@ -95,10 +95,12 @@ def installed_script(name: str) -> str | None:
     return str(beside) if beside.is_file() else shutil.which(name)
 
 
-def edge_command(model: str, image: str, threads: int | None = None) -> list[str]:
+def edge_command(model: str, image: str, threads: int | None = None, provider: str | None = None) -> list[str]:
+    """``provider``: the CLI's ``--provider`` (None: its default, auto)."""
     script = installed_script("edge-classify")
     cmd = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q"]
-    return cmd + (["--threads", str(threads)] if threads else []) + [image]
+    return (cmd + (["--threads", str(threads)] if threads else []) + (["--provider", provider] if provider else [])
+            + [image])
 
 
 def keras_command(source: dict, model: str, image: str) -> list[str]:
@@ -106,14 +108,18 @@ def keras_command(source: dict, model: str, image: str) -> list[str]:
     return [sys.executable, "-c", KERAS_SCRIPT, json.dumps(source), model, image]
 
 
-def run(model: str, source: dict, image: str, runs: int, threads: int | None = None, log=_stderr) -> dict:
-    """``source``: what the Keras script loads (model_files.keras_source)."""
-    edge = edge_command(model, image, threads)
-    keras_cmd = keras_command(source, model, image)
-    results = {"edge-classify": [], "keras-script": []}
+def run(model: str, source: dict | None, image: str, runs: int, threads: int | None = None, log=_stderr,
+        provider: str | None = None) -> dict:
+    """``source``: what the Keras script loads (model_files.keras_source); None: edge-classify
+    alone (no TensorFlow here), and the ratios are None. ``provider``: edge-classify's."""
+    edge = edge_command(model, image, threads, provider)
+    commands = [("edge-classify", edge)]
+    if source is not None:
+        commands.append(("keras-script", keras_command(source, model, image)))
+    results = {name: [] for name, _ in commands}
     outputs = {}
     for i in range(runs):
-        for name, cmd in (("edge-classify", edge), ("keras-script", keras_cmd)):
+        for name, cmd in commands:
             wall, rss, out = measure(cmd)
             results[name].append({"wall_s": wall, "peak_rss_mib": rss})
             outputs[name] = out
@@ -134,20 +140,21 @@ def run(model: str, source: dict, image: str, runs: int, threads: int | None = N
             "runs": rows,
             "stdout": outputs[name],
         }
-    e, k = summary["edge-classify"], summary["keras-script"]
+    e, k = summary["edge-classify"], summary.get("keras-script")
     e["ran_on"] = used
+    e["provider_request"] = provider or "auto (the CLI's default)"
     summary["ratios"] = {
-        "wall_edge_over_keras": e["wall_s_median"] / k["wall_s_median"],
-        "rss_edge_over_keras": e["peak_rss_mib_median"] / k["peak_rss_mib_median"],
+        "wall_edge_over_keras": e["wall_s_median"] / k["wall_s_median"] if k else None,
+        "rss_edge_over_keras": e["peak_rss_mib_median"] / k["peak_rss_mib_median"] if k else None,
     }
     return summary
 
 
-def by_precision(models: dict, image: str, runs: int, log=_stderr) -> dict:
+def by_precision(models: dict, image: str, runs: int, log=_stderr, provider: str | None = None) -> dict:
     """Cold ``edge-classify`` per exported file (precision -> path): medians of wall and peak RSS."""
     out = {}
     for pr, path in models.items():
-        rows = [measure(edge_command(str(path), image)) for _ in range(runs)]
+        rows = [measure(edge_command(str(path), image, provider=provider)) for _ in range(runs)]
         out[pr] = {"wall_s_median": statistics.median(r[0] for r in rows),
                    "peak_rss_mib_median": statistics.median(r[1] for r in rows), "runs": len(rows),
                    "size_mib": Path(path).stat().st_size / 2**20}

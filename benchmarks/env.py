@@ -80,6 +80,21 @@ def cpu_flag_set() -> set[str]:
     return _cpuinfo()[1]
 
 
+def gpu() -> dict:
+    """The GPU facts a GPU run is read against, where present: the GPU (nvidia-smi's name and
+    compute capability, or the Jetson's model), TensorRT's version, a Jetson's L4T / JetPack
+    release (/etc/nv_tegra_release). {} on a machine with none of them."""
+    from edge_classify.runtime import deps
+    from edge_classify.runtime.doctor_facts import jetson_facts
+
+    out = {"name": deps.gpu_name(), "tensorrt": deps.tensorrt_version()}
+    out = {k: v for k, v in out.items() if v != "unknown"}
+    jetson = jetson_facts()
+    if jetson:
+        out["jetson"] = {k: v for k, v in jetson.items() if v}
+    return out
+
+
 def environment(threads: dict | None = None) -> dict:
     model, flags = _cpuinfo()
     try:
@@ -114,5 +129,6 @@ def environment(threads: dict | None = None) -> dict:
         "python": platform.python_version(),
         "versions": {k: v for k, v in versions.items() if v},
         "onnxruntime_providers": providers,
+        "gpu": gpu(),
         "threads": threads or {},
     }

@@ -29,13 +29,17 @@ def keras_specs(source: dict, input_shape: tuple[int, ...], threads: int | None)
             for n, mode in ((KERAS_PREDICT, "predict"), (TF_FUNCTION, "tf.function"))]
 
 
-def edge_specs(files: dict, engines: list[str], threads: int | None, ovep: bool) -> list[dict]:
-    """``files``: precision -> path of the exported files present."""
+def edge_specs(files: dict, engines: list[str], threads: int | None, ovep: bool,
+               provider: str = "cpu") -> list[dict]:
+    """``files``: precision -> path of the exported files present; ``provider``: ONNX Runtime's
+    provider for the onnxruntime rows (``edge-bench --provider``; the openvino engine has
+    its own devices and stays on the CPU)."""
     specs = []
     for engine in engines:
         for pr, path in files.items():
             specs.append({"type": "edge", "name": edge_name(engine, pr), "model": str(path), "file_precision": pr,
-                          "providers": "cpu", "threads": threads, "engine": engine})
+                          "providers": provider if engine == "onnxruntime" else "cpu", "threads": threads,
+                          "engine": engine})
     if ovep:  # ONNX Runtime's OpenVINO execution provider (the onnxruntime-openvino build)
         for pr in ("fp32", "int8"):
             if pr in files:

@@ -94,8 +94,9 @@ def describe(contract) -> dict:
     user = contract.provenance.get("keras_model")
     h, w = pre.input_size
     name = m.arch if user or m.arch not in ARCHS else ARCHS[m.arch][0]
-    return {"name": name, "arch": m.arch, "source": f"your model {user.get('file')}" if user else
-            f"keras.applications.{name}", "input_size": [h, w], "num_classes": m.num_classes,
+    source = (f"your model {user.get('file')}" if user else f"keras.applications.{name}" if m.arch in ARCHS
+              else f"{m.arch} (no Keras source recorded in the file)")
+    return {"name": name, "arch": m.arch, "source": source, "input_size": [h, w], "num_classes": m.num_classes,
             "head": m.head, "output": m.output, "preprocess": pre.mode, "resize": pre.resize,
             "label": f"{name} ({h}x{w}, {m.num_classes} classes)"}
 
@@ -114,16 +115,18 @@ def sha_note(contract, keras_model: Path | None) -> str | None:
 
 
 def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: bool = False,
-            keras_model: Path | None = None) -> dict:
+            keras_model: Path | None = None, keras: bool = True) -> dict:
     """{"fp32": path, "fp16": path | None, "int8": path | None, "tf2onnx": path | None,
-    "contract": the FP32 file's contract, "keras": keras_source(), "origin": str}."""
+    "contract": the FP32 file's contract, "keras": keras_source() (None with ``keras=False``:
+    no Keras rows), "origin": str}."""
     if model is not None:
         contract = read_contract(model)
         sib = {pr: model.with_name(model.name.replace(".onnx", f".{pr}.onnx")) for pr in ("fp16", "int8", "tf2onnx")}
-        return {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()}, "contract": contract,
-                "keras": keras_source(contract, weights, keras_model),
-                "origin": f"given ({(keras_model or weights).name})",
-                "sha_note": sha_note(contract, keras_model)}
+        files = {"fp32": model, **{pr: (p if p.is_file() else None) for pr, p in sib.items()}, "contract": contract}
+        if not keras:
+            return {**files, "keras": None, "origin": f"those in {model.name}"}
+        return {**files, "keras": keras_source(contract, weights, keras_model),
+                "origin": f"given ({(keras_model or weights).name})", "sha_note": sha_note(contract, keras_model)}
     say(f"exporting FP32 + FP16{'' if quick else ' + INT8'} from random weights (seed 0) with export-model's "
         "pipeline, in a child process")
     cmd = [sys.executable, "-m", "edge_classify.benchmarks.model_files", str(out)] + (["--quick"] if quick else [])
@@ -133,8 +136,8 @@ def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: boo
     files = json.loads(p.stdout.strip().splitlines()[-1])
     m = {pr: (Path(files[pr]) if files.get(pr) else None) for pr in ("fp32", "fp16", "int8", "tf2onnx")}
     contract = read_contract(m["fp32"])
-    return m | {"contract": contract, "keras": keras_source(contract, Path(files["weights"]), None),
-                "origin": "random (seed 0)"}
+    return {**m, "contract": contract, "keras": keras_source(contract, Path(files["weights"]), None),
+            "origin": "random (seed 0)"}
 
 
 def _export(out: Path, quick: bool) -> dict:

@@ -113,10 +113,17 @@ def measured_sgemm(n: int = 2048, calls: int = 5) -> dict:
 
 
 def report(images_per_s: float, precision: str, system: str, onnx_path: Path, cpu: dict, flags: set[str],
-           sgemm: dict | None = None) -> dict:
-    """The peak_ops section: achieved, peak and fraction for one system at batch 8."""
+           sgemm: dict | None = None, gpu: str | None = None) -> dict:
+    """The peak_ops section: achieved, peak and fraction for one system at batch 8. ``gpu``:
+    the GPU provider the system ran on, if it did: the CPU's peak and GEMM rate do not apply."""
     macs, source = macs_per_image(onnx_path)
     achieved = images_per_s * 2 * macs
+    if gpu:
+        return {"system": system, "precision": precision, "batch": 8, "images_per_s": images_per_s,
+                "macs_per_image": macs, "ops_per_image": 2 * macs, "ops_source": source,
+                "achieved_ops_per_s": achieved, "peak_ops_per_s": None, "fraction_of_peak": None,
+                "why_none": f"it ran on {gpu}; this section estimates CPU peaks only",
+                "formula": "achieved = images/s x 2 x MACs/image"}
     peak = peak_ops(precision, flags, cpu.get("cores") or 1, cpu.get("mhz"))
     fraction = achieved / peak["peak_ops_per_s"] if peak.get("peak_ops_per_s") else None
     out = {"system": system, "precision": precision, "batch": 8, "images_per_s": images_per_s,

@@ -16,10 +16,12 @@ from .stats import round_ratios, summarize
 OURS, THEIRS = "edge-classify (OpenCV)", "keras (PIL)"
 
 
-def run(photos: list[Path], plan: dict, out: Path, say, spec) -> dict:
-    """``spec``: the model's ``PreprocessSpec``."""
+def run(photos: list[Path], plan: dict, out: Path, say, spec, keras: bool = True) -> dict:
+    """``spec``: the model's ``PreprocessSpec``; ``keras=False``: the OpenCV path alone (no
+    TensorFlow), without the comparison."""
+    impls = ((OURS, "opencv"), (THEIRS, "keras")) if keras else ((OURS, "opencv"),)
     specs = [{"type": "preprocess", "name": name, "impl": impl, "photos": [str(p) for p in photos],
-              "preprocess": asdict(spec)} for name, impl in ((OURS, "opencv"), (THEIRS, "keras"))]
+              "preprocess": asdict(spec)} for name, impl in impls]
     dummy = inference.write_inputs(out / "inputs", [1], spec)[1]  # the systems ignore it
     with Pool(out / "workers") as pool:
         failed = pool.build(specs, parallel=plan["parallel_build"])
@@ -30,9 +32,11 @@ def run(photos: list[Path], plan: dict, out: Path, say, spec) -> dict:
             saved[w.name] = out / "outputs" / f"preprocess-{w.name.split()[0]}.npy"
             saved[w.name].parent.mkdir(parents=True, exist_ok=True)
             w.request("output", input=str(dummy), save=str(saved[w.name]))
-        ours, theirs = np.load(saved[OURS]), np.load(saved[THEIRS])
-        identical = bool(np.array_equal(ours, theirs))
-        max_diff = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else None
+        identical = max_diff = None
+        if keras:
+            ours, theirs = np.load(saved[OURS]), np.load(saved[THEIRS])
+            identical = bool(np.array_equal(ours, theirs))
+            max_diff = float(np.abs(ours - theirs).max()) if ours.shape == theirs.shape else None
         res = inference.timed_rounds(list(pool), dummy, plan["preprocess_rounds"], 1, warmup=2,
                                      gap_s=plan["gap_s"])
     out_rows: dict = {}
@@ -43,6 +47,10 @@ def run(photos: list[Path], plan: dict, out: Path, say, spec) -> dict:
     out_rows["photos"] = len(photos)
     out_rows["identical_outputs"] = identical
     out_rows["max_abs_diff"] = max_diff
+    if not keras:
+        out_rows["speedup"] = out_rows["speedup_per_round"] = None
+        say(f"preprocessing: OpenCV {out_rows[OURS]['p50_ms']:.2f} ms/image (no Keras to compare with)")
+        return out_rows
     out_rows["speedup"] = out_rows[THEIRS]["p50_ms"] / out_rows[OURS]["p50_ms"]
     out_rows["speedup_per_round"] = round_ratios(res[THEIRS]["round_p50_ms"], res[OURS]["round_p50_ms"])
     say(f"preprocessing: OpenCV {out_rows[OURS]['p50_ms']:.2f} ms/image vs Keras {out_rows[THEIRS]['p50_ms']:.2f}; "

@@ -30,14 +30,18 @@ def _best(names, key, highest=False):
     return (max if highest else min)(names, key=key) if names else None
 
 
+# Judged against Keras rows or the Keras script: "n/a (no Keras)" in a run without them.
+KERAS_TARGETS = ("best_fidelity_mode_p50_over_tf_function", "cold_wall_edge_over_keras", "cold_rss_edge_over_keras")
+
+
 def add_row_ratios(rows: dict, best_peer: str | None) -> None:
     """Per latency row: ratios of medians to tf.function, predict and the strongest peer,
-    and the per-round ratio to the strongest peer."""
-    tf, kp = rows[TF_FUNCTION], rows[KERAS_PREDICT]
+    and the per-round ratio to the strongest peer (None for what did not run)."""
+    tf, kp = rows.get(TF_FUNCTION), rows.get(KERAS_PREDICT)
     for r in rows.values():
-        r["ratio_vs_tf_function"] = r["p50_ms"] / tf["p50_ms"]
-        r["ratio_vs_keras_predict"] = r["p50_ms"] / kp["p50_ms"]
-        r["round_ratio_vs_tf_function"] = round_ratios(r["round_p50_ms"], tf["round_p50_ms"])
+        r["ratio_vs_tf_function"] = r["p50_ms"] / tf["p50_ms"] if tf else None
+        r["ratio_vs_keras_predict"] = r["p50_ms"] / kp["p50_ms"] if kp else None
+        r["round_ratio_vs_tf_function"] = round_ratios(r["round_p50_ms"], tf["round_p50_ms"]) if tf else None
         if best_peer is not None:
             r["ratio_vs_best_peer"] = r["p50_ms"] / rows[best_peer]["p50_ms"]
             r["round_ratio_vs_best_peer"] = round_ratios(r["round_p50_ms"], rows[best_peer]["round_p50_ms"])
@@ -50,7 +54,7 @@ def compute(rows: dict, throughput: dict, cold: dict, bulk: dict, isolation: dic
     best_peer = _best(peers, lambda n: rows[n]["p50_ms"])
     best_edge = _best(edges, lambda n: rows[n]["p50_ms"])
     add_row_ratios(rows, best_peer)
-    out: dict = {"best_peer": best_peer, "best_edge_mode": best_edge,
+    out: dict = {"best_peer": best_peer, "best_edge_mode": best_edge, "keras_rows": TF_FUNCTION in rows,
                  "peer_precisions": {n: {"precision": rows[n]["precision"],
                                          "inference_precision_hint": rows[n]["info"].get("inference_precision_hint")}
                                      for n in peers + [n for n in rows if kind[n] == "peer-extra"]}}
@@ -75,7 +79,7 @@ def compute(rows: dict, throughput: dict, cold: dict, bulk: dict, isolation: dic
     fidelity = [n for n in edges if rows[n]["precision"] in FIDELITY_PRECISIONS]
     bf = _best(fidelity, lambda n: rows[n]["p50_ms"])
     out["best_fidelity_mode"] = bf
-    if bf:
+    if bf and out["keras_rows"]:
         out["best_fidelity_mode_p50_over_tf_function"] = rows[bf]["ratio_vs_tf_function"]
         out["best_fidelity_mode_p50_over_tf_function_per_round"] = rows[bf]["round_ratio_vs_tf_function"]
     ort_fp32 = rows.get(edge_name("onnxruntime", "fp32"))
@@ -98,6 +102,7 @@ def targets(r: dict) -> list[dict]:
             value = (r.get(key) or {}).get("solo_over_rotation")
         else:
             value = (r.get(f"{key}_per_round") or {}).get("median", r.get(key))
+        na = "no Keras" if key in KERAS_TARGETS and r.get("keras_rows") is False else None
         if value is None:
             met = None
         elif op == "<=":
@@ -114,5 +119,5 @@ def targets(r: dict) -> list[dict]:
         judged = ("per-round median" if f"{key}_per_round" in r else
                   "solo p50 / in-rotation p50" if key == "isolation_check" else "ratio of medians")
         rows.append({"ratio": key, "what": what, "value": value, "target": target, "met": met,
-                     "tie_within_spread": tie, "judged_on": judged})
+                     "tie_within_spread": tie, "judged_on": judged, **({"not_applicable": na} if na else {})})
     return rows

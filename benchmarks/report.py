@@ -15,9 +15,12 @@ KERAS_BASELINE = KERAS_PREDICT
 
 
 def assemble(*, mode, plan, environment, model, rows, throughput, isolation, engine_auto, preprocessing,
-             cold_start, warm_bulk, peak_ops, notes, wall_s) -> dict:
+             cold_start, warm_bulk, peak_ops, notes, wall_s, skipped_rows=None, provider=None) -> dict:
     """report.json's content. ``rows``: latency rows by system name (kind, precision, the
-    timing summary with per-round medians, create_s, first_inference_ms, agreement, info)."""
+    provider that ran it, the timing summary with per-round medians, create_s,
+    first_inference_ms, agreement, info); ``skipped_rows``: name -> why, for rows left out
+    (``--no-keras``, a peer that failed to build); ``provider``: what ``--provider`` asked of
+    edge-classify's rows and of its other sections."""
     r = ratios.compute(rows, throughput, cold_start, warm_bulk, isolation)
     return {
         "schema": SCHEMA,
@@ -32,6 +35,7 @@ def assemble(*, mode, plan, environment, model, rows, throughput, isolation, eng
             "throughput_rounds_x_iterations": {str(b): v for b, v in plan["throughput"].items()},
         },
         "environment": environment,
+        "provider": provider or {},
         "model": model,
         "latency_batch1": rows,
         "throughput": throughput,
@@ -43,6 +47,7 @@ def assemble(*, mode, plan, environment, model, rows, throughput, isolation, eng
         "peak_ops": peak_ops,
         "ratios": r,
         "targets": ratios.targets(r),
+        "skipped_rows": skipped_rows or {},
         "notes": notes,
     }
 
@@ -59,6 +64,10 @@ REQUIRED = {
     "warm_bulk": ("images_per_s", "decode_images_per_s", "inference_images_per_s", "pipeline_bound_images_per_s",
                   "ratio_vs_pipeline_bound"),
 }
+# Fields measured against Keras: required only in a run with Keras rows.
+KERAS_FIELDS = ("ratio_vs_tf_function", "ort_fp32_p50_over_tf_function_p50", "best_fidelity_mode_p50_over_tf_function",
+                "cold_wall_edge_over_keras", "cold_rss_edge_over_keras",
+                "best_fidelity_mode_p50_over_tf_function_per_round")
 
 
 def _num(x) -> bool:
@@ -73,16 +82,25 @@ def validate(data: dict) -> list[str]:
         if key not in data:
             problems.append(f"missing section {key}")
     lat = data.get("latency_batch1", {})
-    for name in (KERAS_BASELINE, TF_BASELINE, edge_name("onnxruntime", "fp32"), edge_name("onnxruntime", "fp16")):
-        if name not in lat:
+    skipped = data.get("skipped_rows") or {}
+    # A run without Keras (--no-keras: no TensorFlow, as on a Jetson) says so in skipped_rows;
+    # everything judged against Keras is then absent, and required only when Keras ran.
+    keras = not (KERAS_BASELINE in skipped and TF_BASELINE in skipped)
+    if not keras and any(row.get("kind") == "keras" for row in lat.values()):
+        problems.append("Keras rows listed as skipped, yet present")
+    files = (data.get("model") or {}).get("files") or {"fp16": None}  # older reports: the default run's files
+    wanted = [KERAS_BASELINE, TF_BASELINE] if keras else []
+    wanted += [edge_name("onnxruntime", "fp32")] + ([edge_name("onnxruntime", "fp16")] if "fp16" in files else [])
+    for name in wanted:
+        if name not in lat and name not in skipped:
             problems.append(f"missing latency row {name}")
     kinds = {row.get("kind") for row in lat.values()}
-    for kind in ("keras", "edge", "peer"):
+    for kind in ("keras", "edge", "peer") if keras else ("edge", "peer"):
         if kind not in kinds:
             problems.append(f"no latency row of kind {kind}")
     for name, row in lat.items():
         for f in REQUIRED["latency_batch1"]:
-            if not _num(row.get(f)):
+            if not _num(row.get(f)) and (keras or f not in KERAS_FIELDS):
                 problems.append(f"latency row {name}: {f} missing")
         rounds = row.get("round_p50_ms")
         if not isinstance(rounds, list) or not rounds or len(rounds) != row.get("rounds"):
@@ -91,10 +109,10 @@ def validate(data: dict) -> list[str]:
             problems.append(f"latency row {name}: precision missing")
     r = data.get("ratios", {})
     for f in REQUIRED["ratios"]:
-        if not _num(r.get(f)):
+        if not _num(r.get(f)) and (keras or f not in KERAS_FIELDS):
             problems.append(f"ratio {f} missing")
     for f in REQUIRED["ratio_spreads"]:
-        if not all(_num((r.get(f) or {}).get(k)) for k in SPREAD):
+        if (keras or f not in KERAS_FIELDS) and not all(_num((r.get(f) or {}).get(k)) for k in SPREAD):
             problems.append(f"ratio spread {f} missing")
     if not _num((r.get("isolation_check") or {}).get("solo_over_rotation")):
         problems.append("ratio isolation_check missing")
@@ -137,6 +155,8 @@ def _precision(d: dict, name: str | None) -> str:
 
 
 def _met(t: dict) -> str:
+    if t.get("not_applicable"):
+        return f"n/a ({t['not_applicable']})"
     text = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
     return text + (" (a tie: the bound is inside the per-round p25-p75)" if t.get("tie_within_spread") else "")
 
@@ -156,11 +176,14 @@ def headline(d: dict) -> str:
     by_key = {t["ratio"]: t for t in d["targets"]}
     for text, key in rows:
         t = by_key.get(key, {})
+        if t.get("not_applicable"):
+            lines.append(f"  {text}: {_met(t)}")
+            continue
         lines.append(f"  {text}:\n      {_spread(r.get(f'{key}_per_round'))}; {r.get(key) or float('nan'):.2f}; "
                      f"target {t.get('target', '?')}: {_met(t) if t else '?'}")
     for key in ("cold_wall_edge_over_keras", "cold_rss_edge_over_keras"):
         t = by_key[key]
-        lines.append(f"  {t['what']}: {r[key]:.3f}; target {t['target']}: {_met(t)}")
+        lines.append(f"  {t['what']}: {_f(r.get(key), '.3f') or 'n/a'}; target {t['target']}: {_met(t)}")
     iso = r.get("isolation_check")
     if iso:
         t = by_key["isolation_check"]
@@ -207,7 +230,9 @@ def markdown(d: dict) -> str:
         f"{', '.join(f'{x:.2f}' for x in env.get('load_average_at_start') or [])}, at the end "
         f"{', '.join(f'{x:.2f}' for x in env.get('load_average_at_end') or [])} (above the CPU count means "
         "something else was running).",
+        _gpu_md(env.get("gpu")),
         "**Versions:** " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        _provider_md(d.get("provider")),
         f"**Method:** every system runs in its own worker process and idles blocked on a pipe read while the "
         f"others are timed (timing is `perf_counter` inside the worker). Round robin, the starting system rotating "
         f"every round, an untimed {m['gap_s'] * 1e3:.0f} ms pause before each call. Batch 1: "
@@ -223,17 +248,19 @@ def markdown(d: dict) -> str:
         "## Inference latency, batch 1",
         "![latency](latency.png)",
         _md_table(
-            ["system", "kind", "computes in", "min ms", "p50 ms", "p90 ms", "p99 ms", "× tf.function",
+            ["system", "kind", "computes in", "ran on", "min ms", "p50 ms", "p90 ms", "p99 ms", "× tf.function",
              "× strongest peer: per-round median [p25-p75]", "create s", "first ms", "max |Δp| vs Keras"],
-            [[n, row["kind"], row["precision"], _f(row["min_ms"], ".1f"), _f(row["p50_ms"], ".1f"),
+            [[n, row["kind"], row["precision"], _ran_on(row), _f(row["min_ms"], ".1f"), _f(row["p50_ms"], ".1f"),
               _f(row["p90_ms"], ".1f"), _f(row["p99_ms"], ".1f"), _f(row["ratio_vs_tf_function"]),
               _spread_md(row.get("round_ratio_vs_best_peer"), short=True), _f(row["create_s"]),
               _f(row.get("first_inference_ms"), ".0f"), _f(row.get("max_abs_diff_vs_keras"), ".1e")]
              for n, row in lat.items()]),
         f"{lat[next(iter(lat))]['n']} timed calls per system ({m['latency_rounds_x_iterations'][0]} rounds) after 3 "
         "warm-up calls. `computes in`: the precision that really ran (the edge runner's `precision`, OpenVINO's "
-        "`INFERENCE_PRECISION_HINT`). `create s`: building the system in its worker (session creation, compile, "
-        "tracing); `first ms`: its first inference.",
+        "`INFERENCE_PRECISION_HINT`); `ran on`: the provider or device that really ran it (ONNX Runtime falls back "
+        "silently; edge-classify's rows report the session's). `create s`: building the system in its worker "
+        "(session creation, compile, tracing, a TensorRT engine build); `first ms`: its first inference."
+        + _skipped_md(d.get("skipped_rows")),
         _isolation_md(d.get("isolation")),
         "### Peers",
         "\n".join(f"- **{n}** ({lat[n]['kind']}): computes in {lat[n]['precision']}"
@@ -245,7 +272,7 @@ def markdown(d: dict) -> str:
                   [[pr, c.get("engine", ""), c.get("precision", ""), c.get("runs_measuring", ""),
                     c.get("reason") or c.get("error", "")]
                    for pr, c in (d.get("engine_auto") or {}).items()]) if d.get("engine_auto") else
-        "Not reported: this runtime has no `engine=` yet.",
+        "Not measured in this run (see the notes).",
         "## Throughput vs batch size (images/s, p50)",
         "![throughput](throughput.png)",
         _md_table(["system", "computes in", "batch 1", "batch 8", "batch 32"],
@@ -263,19 +290,18 @@ def markdown(d: dict) -> str:
         _md_table(["pipeline", "ms/image p50", "min"],
                   [[n, f"{row['p50_ms']:.2f}", f"{row['min_ms']:.2f}"] for n, row in d["preprocessing"].items()
                    if isinstance(row, dict) and "p50_ms" in row]),
-        f"{d['preprocessing'].get('photos', '')} photos, each pipeline in its own worker, alternating. Outputs "
-        f"identical: **{d['preprocessing']['identical_outputs']}**"
-        + (f" (max |difference| {d['preprocessing']['max_abs_diff']:.2g})"
-           if not d["preprocessing"]["identical_outputs"] and _num(d["preprocessing"].get("max_abs_diff")) else "")
-        + "; the OpenCV path is "
-        f"{d['preprocessing']['speedup']:.2f}x as fast (per round: {_spread(d['preprocessing'].get('speedup_per_round'))}).",
+        _preprocessing_md(d["preprocessing"]),
         "## End to end, cold (fresh process, one image)",
         "![cold start](cold_start.png)",
         _md_table(["command", "median wall s", "median peak RSS MiB", "runs"],
                   [[n, f"{d['cold_start'][n]['wall_s_median']:.2f}", f"{d['cold_start'][n]['peak_rss_mib_median']:.0f}",
-                    len(d["cold_start"][n]["runs"])] for n in ("edge-classify", "keras-script")]),
-        f"Ratio edge/keras: wall {r['cold_wall_edge_over_keras']:.3f}, peak RSS {r['cold_rss_edge_over_keras']:.3f}. "
-        "The CLI runs with its defaults, so with the engine `auto` picks for a one-image run"
+                    len(d["cold_start"][n]["runs"])] for n in COLD_COMMANDS if n in d["cold_start"]]),
+        (f"Ratio edge/keras: wall {r['cold_wall_edge_over_keras']:.3f}, peak RSS {r['cold_rss_edge_over_keras']:.3f}. "
+         if _num(r.get("cold_wall_edge_over_keras")) else "No Keras script to compare with in this run. ")
+        + "The CLI runs with its defaults"
+        + (f" and `--provider {d['cold_start']['edge-classify']['provider_request']}`"
+           if not str(d["cold_start"]["edge-classify"].get("provider_request", "auto")).startswith("auto") else "")
+        + ", so with the engine `auto` picks for a one-image run"
         + (f" ({(d['cold_start']['edge-classify'].get('ran_on') or {}).get('engine')}, computing in "
            f"{(d['cold_start']['edge-classify'].get('ran_on') or {}).get('precision')})"
            if (d["cold_start"]["edge-classify"].get("ran_on") or {}).get("engine") else "")
@@ -286,8 +312,9 @@ def markdown(d: dict) -> str:
                    for p, row in d["cold_start"]["by_precision"].items()]) if d["cold_start"].get("by_precision") else "",
         "## End to end, warm bulk",
         f"{wb['images']} JPEGs, batch {wb['batch_size']}, `{Path(wb['model']).name}` with engine "
-        f"{wb['engine']} ({wb['engine_request']}), median of {wb['rounds']} alternating rounds. Each stage alone, "
-        "all cores:",
+        f"{wb['engine']} ({wb['engine_request']})"
+        + (f" on {wb['provider']} (provider {wb.get('provider_request')})" if wb.get("provider") else "")
+        + f", median of {wb['rounds']} alternating rounds. Each stage alone, all cores:",
         _md_table(["stage", "images/s"],
                   [["decode + resize (the Classifier's decode pool)", f"{wb['decode_images_per_s']:.1f}"],
                    [f"inference at batch {wb['batch_size']} (`clf.run`)", f"{wb['inference_images_per_s']:.1f}"],
@@ -313,6 +340,52 @@ def _model_md(model: dict) -> str:
         return f"{_model_name(model)}, weights {model['weights']}"
     return (f"{model['label']}, {model['head']} head, preprocessing `{model['preprocess']}` (resize "
             f"{model['resize']}), {model['source']}, weights {model['weights']}")
+
+
+COLD_COMMANDS = ("edge-classify", "keras-script")
+
+
+def _ran_on(row: dict) -> str:
+    """The provider short name (cpu, cuda, tensorrt) or the engine's device."""
+    from edge_classify.runtime.providers import SHORT
+
+    p = row.get("provider") or (row.get("info") or {}).get("provider")
+    if p:
+        return SHORT.get(p, p)
+    return " ".join(str(x) for x in (row.get("engine"), row.get("device")) if x)
+
+
+def _gpu_md(gpu: dict | None) -> str:
+    if not gpu:
+        return ""
+    jetson = gpu.get("jetson") or {}
+    parts = [gpu.get("name"), f"TensorRT {gpu['tensorrt']}" if gpu.get("tensorrt") else None,
+             f"L4T {jetson['l4t']}" if jetson.get("l4t") else None,
+             f"JetPack {jetson['jetpack']}" if jetson.get("jetpack") else None]
+    return "**GPU:** " + "; ".join(p for p in parts if p) + "."
+
+
+def _provider_md(p: dict | None) -> str:
+    if not p:
+        return ""
+    return (f"**Provider:** edge-classify's timed rows asked ONNX Runtime for `{p.get('rows')}` (each row's `ran on` "
+            f"says what ran); its engine-choice, cold-start and warm-bulk sections for `{p.get('sections')}`.")
+
+
+def _skipped_md(skipped: dict | None) -> str:
+    if not skipped:
+        return ""
+    return " Left out: " + "; ".join(f"{n} ({why})" for n, why in skipped.items()) + "."
+
+
+def _preprocessing_md(p: dict) -> str:
+    head = f"{p.get('photos', '')} photos, each pipeline in its own worker, alternating. "
+    if p.get("identical_outputs") is None:
+        return head + "The OpenCV path alone: no Keras pipeline to compare with in this run."
+    return (head + f"Outputs identical: **{p['identical_outputs']}**"
+            + (f" (max |difference| {p['max_abs_diff']:.2g})"
+               if not p["identical_outputs"] and _num(p.get("max_abs_diff")) else "")
+            + f"; the OpenCV path is {p['speedup']:.2f}x as fast (per round: {_spread(p.get('speedup_per_round'))}).")
 
 
 def _spread_md(s: dict | None, short: bool = False) -> str:
@@ -368,12 +441,14 @@ def plots(d: dict, out: Path) -> list[Path]:
     lat = d["latency_batch1"]
     names = list(lat)
     fig, ax = plt.subplots(figsize=(9, 1.5 + 0.4 * len(names)))
+    # The provider where it is not the CPU, so that a GPU row cannot pass for a CPU one.
+    labels = [n + (f" [{_ran_on(lat[n])}]" if _ran_on(lat[n]) in ("cuda", "tensorrt") else "") for n in names]
     p50 = [lat[n]["p50_ms"] for n in names]
     lo = [lat[n]["p50_ms"] - lat[n]["min_ms"] for n in names]
     hi = [lat[n]["p99_ms"] - lat[n]["p50_ms"] for n in names]
     palette = {"keras": "#9e9e9e", "edge": "#1f77b4", "peer": "#ff7f0e", "peer-extra": "#ffbb78"}
     colors = [palette.get(lat[n]["kind"], "#ff7f0e") for n in names]
-    ax.barh(names, p50, xerr=[lo, hi], color=colors, capsize=4)
+    ax.barh(labels, p50, xerr=[lo, hi], color=colors, capsize=4)
     for i, (v, n) in enumerate(zip(p50, names)):
         ax.text(lat[n]["p99_ms"], i, f"  p50 {v:.1f} ms", va="center", ha="left", fontsize=9)
     ax.set_xlim(0, max(lat[n]["p99_ms"] for n in names) * 1.25)
@@ -408,8 +483,8 @@ def plots(d: dict, out: Path) -> list[Path]:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 4))
     cs = d["cold_start"]
-    cmds = ["edge-classify", "keras-script"]
-    col = ["#1f77b4", "#9e9e9e"]
+    cmds = [c for c in COLD_COMMANDS if c in cs]
+    col = ["#1f77b4", "#9e9e9e"][:len(cmds)]
     for ax, key, unit, title in ((a1, "wall_s_median", "s", "wall time"), (a2, "peak_rss_mib_median", "MiB", "peak RSS")):
         vals = [cs[c][key] for c in cmds]
         ax.bar(cmds, vals, color=col)

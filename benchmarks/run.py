@@ -4,6 +4,7 @@
     edge-bench --quick              # smoke run, under 2 minutes (what CI runs)
     edge-bench --model m.onnx --weights w.weights.h5 -o bench-out    # a keras.applications export
     edge-bench --model m.onnx --keras-model my.keras -o bench-out    # an export of your own model
+    edge-bench --model m.onnx --no-keras --provider tensorrt -o bench-out   # a Jetson: no TensorFlow, on TensorRT
 
 Without ``--model``, it builds ResNet50 with random weights (seed 0; speed does not
 depend on the weights, and the report says so), saves those weights for the Keras rows,
@@ -13,11 +14,19 @@ preprocessing come from the file's contract, and the Keras rows load the model i
 exported from: your model file (``--keras-model``), or the contract's keras.applications
 arch with ``--weights``. Every timed system runs in its own worker process
 (worker.py); this process only conducts, and never imports TensorFlow.
+
+``--no-keras`` leaves out everything that needs TensorFlow (the Keras rows, Keras'
+preprocessing, the Keras cold-start script): what a Jetson can run. ``--provider`` is ONNX
+Runtime's provider for edge-classify's timed rows (default cpu); auto, cuda or tensorrt
+also apply to its cold-start and warm-bulk sections, which otherwise run with the CLI's
+default (auto). A TensorRT engine is built when a row's worker loads the model, before
+anything is timed. The peers stay on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -108,6 +117,18 @@ def engine_auto(files: dict, threads, out: Path, prog: Progress, settle: tuple[s
     return picks
 
 
+GPU_PROVIDERS = ("cuda", "tensorrt")
+
+
+def check_provider(requested: str) -> None:
+    """Fail before anything is measured when this ONNX Runtime lacks the provider: the
+    Classifier's own error (exit 3, with the providers there are), not a CPU run in disguise."""
+    from edge_classify.runtime import deps
+    from edge_classify.runtime.providers import plan_providers
+
+    plan_providers(requested, deps.onnxruntime().get_available_providers())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="edge-bench", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,10 +142,32 @@ def main(argv=None) -> int:
                    help="your Keras model (.keras, .h5 or SavedModel folder) --model was exported from")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every runtime (default: each's own)")
     p.add_argument("--no-openvino", action="store_true", help="leave OpenVINO out even if installed")
+    p.add_argument("--no-keras", action="store_true",
+                   help="no Keras rows, no Keras preprocessing or cold-start script: nothing imports TensorFlow "
+                        "(for a Jetson; needs --model)")
+    p.add_argument("--provider", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"],
+                   help="ONNX Runtime provider for edge-classify's timed rows (default: cpu); auto, cuda and "
+                        "tensorrt also apply to its cold-start and warm-bulk sections")
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
     if args.model is None and (args.weights or args.keras_model):
         p.error("--weights and --keras-model name what --model was exported from: give --model too")
+    if args.no_keras and args.model is None:
+        p.error("--no-keras needs --model: without it, edge-bench exports a model, which needs TensorFlow")
+    if args.no_keras and (args.weights or args.keras_model):
+        p.error("--no-keras leaves the Keras model out: drop --weights / --keras-model")
+    from edge_classify.runtime.errors import EdgeClassifyError
+
+    try:
+        return _run(args)
+    except EdgeClassifyError as exc:
+        print(f"edge-bench: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(args) -> int:
+    from edge_classify.runtime.errors import EdgeClassifyError
+    from edge_classify.runtime.providers import SHORT
 
     from . import (
         cold_start,
@@ -140,7 +183,15 @@ def main(argv=None) -> int:
     from .env import cpu_flag_set, environment
     from .pool import Pool
 
+    check_provider(args.provider)
+    if importlib.util.find_spec("matplotlib") is None:  # the plots come last: say so before minutes of timing
+        raise EdgeClassifyError("matplotlib is not installed (the report's plots)",
+                                hint="pip install matplotlib, or the [bench] extra", exit_code=2)
     plan = PLANS["quick" if args.quick else "default"]
+    # --provider cpu times the rows on the CPU and leaves the other sections on the CLI's
+    # default (auto), as before; a GPU provider or auto is what every edge-classify section runs.
+    sections_provider = None if args.provider == "cpu" else args.provider
+    gpu = args.provider in GPU_PROVIDERS
     # Keep the runtime's caches (optimised graphs, engine choices) with the report, not in ~/.cache.
     os.environ.setdefault("EDGE_CLASSIFY_HOME", str((args.out / "home").resolve()))
     prog = Progress(args.quiet)
@@ -150,7 +201,7 @@ def main(argv=None) -> int:
 
     prog.section("model")
     m = model_files.prepare(args.out, args.model, args.weights, prog.say, quick=args.quick,
-                            keras_model=args.keras_model)
+                            keras_model=args.keras_model, keras=not args.no_keras)
     files = {pr: m[pr] for pr in ("fp32", "fp16", "int8") if m.get(pr)}
     described = model_files.describe(m["contract"])
     pre = m["contract"].preprocess
@@ -158,6 +209,17 @@ def main(argv=None) -> int:
     have_ov = systems.openvino_available() and not args.no_openvino
     engines = ["onnxruntime"] + (["openvino"] if have_ov else [])
     notes = [f"weights: {m['origin']}; latency does not depend on weight values"]
+    skipped_rows = {}
+    if m["keras"] is None:
+        skipped_rows = {lineup.KERAS_PREDICT: "--no-keras", lineup.TF_FUNCTION: "--no-keras"}
+        notes.append("Keras skipped (--no-keras): no Keras rows, the preprocessing section times the OpenCV path "
+                     "alone and the cold start edge-classify alone; nothing in this run needs TensorFlow. Ratios "
+                     "against Keras are n/a")
+    if args.provider != "cpu":
+        notes.append(f"edge-classify's onnxruntime rows asked for --provider {args.provider} (each row's provider "
+                     "says what ran), and so did its cold-start and warm-bulk sections; the peers and the openvino "
+                     "engine's rows run on the CPU" + (", so the ratios to the strongest peer compare the GPU with "
+                                                       "the CPU" if gpu else ""))
     if m.get("sha_note"):
         notes.append(m["sha_note"])
         prog.say(f"note: {m['sha_note']}")
@@ -171,7 +233,9 @@ def main(argv=None) -> int:
                  + (": tf2onnx's output as converted, without edge-classify's exact graph rewrite"
                     if m.get("tf2onnx") else ": the same FP32 file as edge-classify (no tf2onnx output beside it)"))
     if not m.get("int8"):
-        notes.append("no INT8 rows: --quick skips the INT8 export; otherwise export with --int8 --calib")
+        notes.append("no INT8 rows: " + (f"no {args.model.name.replace('.onnx', '.int8.onnx')} beside --model"
+                                         if args.model else "--quick skips the INT8 export")
+                     + "; export with --int8 --calib to time one")
 
     # The INT8 peer exists exactly when INT8 edge rows do: without it, an INT8 edge mode
     # would be compared with FP32 peers.
@@ -184,7 +248,11 @@ def main(argv=None) -> int:
                                                            if not m.get("int8") else "nncf not installed"))
     if m.get("int8") and nncf_ir is None:
         notes.append("no INT8 peer: the headline compares the best edge mode, possibly INT8, with FP32 peers")
-    picks = engine_auto(files, args.threads, args.out, prog, plan["settle_engine_choice"])
+    if gpu:  # a named ONNX Runtime provider decides the engine: nothing to measure
+        picks = {}
+        notes.append(f"engine=\"auto\" not measured: with --provider {args.provider} the engine is onnxruntime")
+    else:
+        picks = engine_auto(files, args.threads, args.out, prog, plan["settle_engine_choice"])
     unsettled = [pr for pr, p in picks.items() if not p.get("settled", True)]
     if unsettled:
         notes.append(f"engine=\"auto\" has not settled its choice for the {', '.join(unsettled)} file(s)"
@@ -193,21 +261,33 @@ def main(argv=None) -> int:
     if not plan["cold_by_precision"]:
         notes.append("--quick: no per-precision cold runs")
     if not plan["ready_run"]:
-        notes.append("--quick: the first call at each throughput batch size is timed (no untimed first call)")
+        notes.append("--quick: the first call at each throughput batch size is timed (no untimed first call)"
+                     + ("; rows on a GPU provider still run clf.warmup at each batch size before it is timed"
+                        if args.provider != "cpu" else ""))
 
-    specs = (lineup.keras_specs(m["keras"], inference.input_shape(pre), args.threads)
-             + lineup.edge_specs(files, engines, args.threads, systems.ort_openvino_ep_available())
+    specs = ((lineup.keras_specs(m["keras"], inference.input_shape(pre), args.threads) if m["keras"] else [])
+             + lineup.edge_specs(files, engines, args.threads, systems.ort_openvino_ep_available(), args.provider)
              + lineup.peer_specs(peer_source(m), m.get("int8"), nncf_ir, have_ov, args.threads))
     inputs = inference.write_inputs(args.out / "inputs", [1, *plan["throughput"]], pre)
+    # On a GPU, one build at a time: TensorRT engine builds take the GPU (and a Jetson's shared memory).
+    parallel = plan["parallel_build"] and args.provider == "cpu"
     with Pool(args.out / "workers") as pool:
-        prog.say(f"building {len(specs)} systems, one worker process each"
-                 + (" (in parallel)" if plan["parallel_build"] else ""))
-        for spec, err in pool.build(specs, parallel=plan["parallel_build"]):
+        prog.say(f"building {len(specs)} systems, one worker process each" + (" (in parallel)" if parallel else ""))
+        for spec, err in pool.build(specs, parallel=parallel):
+            first = err.splitlines()[0]
             if spec.get("kind", "").startswith("peer") or spec.get("engine", "onnxruntime") != "onnxruntime":
-                notes.append(f"{spec['name']} skipped: {err.splitlines()[0]}")
+                notes.append(f"{spec['name']} skipped: {first}")
+                skipped_rows[spec["name"]] = first
+            elif spec["type"] == "keras":
+                raise SystemExit(f"edge-bench: {err}\nhint: --no-keras times edge-classify and its peers without "
+                                 "the Keras rows (no TensorFlow needed)")
+            elif gpu and spec.get("file_precision") != "fp32":  # e.g. an INT8 file TensorRT refuses
+                notes.append(f"{spec['name']} skipped on {args.provider}: {first}")
+                skipped_rows[spec["name"]] = first
             else:
-                raise SystemExit(f"edge-bench: {err}")
-        if plan["parallel_build"]:
+                print(f"edge-bench: {err}", file=sys.stderr)
+                return 3  # as edge-classify: the model or the provider cannot run
+        if parallel:
             notes.append("--quick builds the systems in parallel: their create_s include waiting for the CPU")
         agreement = inference.outputs(list(pool), inputs[1], args.out / "outputs", lineup.KERAS_PREDICT,
                                       m["contract"].model)
@@ -217,6 +297,7 @@ def main(argv=None) -> int:
         lat = inference.latency(list(pool), inputs[1], plan, prog.say)
         rows = {w.name: {"kind": w.meta["kind"], "precision": w.meta["precision"],
                          "engine": w.meta["info"].get("engine"), "device": w.meta["info"].get("device"),
+                         "provider": w.meta["info"].get("provider"),
                          **lat[w.name], "create_s": w.meta["create_s"], **agreement[w.name],
                          "notes": w.meta["notes"], "info": w.meta["info"]} for w in pool}
 
@@ -231,35 +312,43 @@ def main(argv=None) -> int:
     sgemm = peak.measured_sgemm()  # every worker is shut down: all cores for the matrix multiply
     prog.say(f"FP32 GEMM reference ({sgemm['blas']}): {sgemm['sgemm_ops_per_s'] / 1e9:.0f} Gflop/s")
 
-    prog.section("preprocessing", "OpenCV path vs Keras load_img + preprocess_input, one worker each")
+    keras = m["keras"] is not None
+    prog.section("preprocessing", "OpenCV path vs Keras load_img + preprocess_input, one worker each" if keras
+                 else "OpenCV path alone (--no-keras)")
     photos = sample_photos()
-    prep = preprocessing.run(photos, plan, args.out, prog.say, pre)
+    prep = preprocessing.run(photos, plan, args.out, prog.say, pre, keras=keras)
 
-    prog.section("cold start", f"{plan['cold_runs']} alternating fresh processes each")
-    cold = cold_start.run(str(m["fp32"]), m["keras"], str(photos[0]), plan["cold_runs"], log=prog.say)
+    prog.section("cold start", f"{plan['cold_runs']} alternating fresh processes each" if keras
+                 else f"{plan['cold_runs']} fresh edge-classify processes (--no-keras)")
+    cold = cold_start.run(str(m["fp32"]), m["keras"], str(photos[0]), plan["cold_runs"], log=prog.say,
+                          provider=sections_provider)
     if plan["cold_by_precision"]:
-        cold["by_precision"] = cold_start.by_precision(files, str(photos[0]), plan["cold_runs"], log=prog.say)
+        cold["by_precision"] = cold_start.by_precision(files, str(photos[0]), plan["cold_runs"], log=prog.say,
+                                                       provider=sections_provider)
 
     bulk_file = files["fp32"]
     if plan["bulk_file"] == "best edge mode":
         bulk_file = files[rows[best_edge]["info"].get("file_precision", "fp32")]
     prog.section("warm bulk", f"{plan['bulk_images']} images, batch 8, {plan['bulk_rounds']} rounds, {bulk_file.name}")
     bulk = warm_bulk.run(bulk_file, photos, plan["bulk_images"], plan["bulk_rounds"], prog.say,
-                         gap_s=plan["gap_s"])
+                         gap_s=plan["gap_s"], providers=sections_provider or "auto")
 
     prog.section("report", str(args.out))
     try:
         env["load_average_at_end"] = os.getloadavg()
     except OSError:
         pass
+    best_on = rows[best_edge]["info"].get("device")
     peak_ops = peak.report(throughput[best_edge]["8"]["images_per_s"], rows[best_edge]["precision"], best_edge,
-                           m["fp32"], env["cpu_for_peak"], cpu_flag_set(), sgemm)
+                           m["fp32"], env["cpu_for_peak"], cpu_flag_set(), sgemm,
+                           gpu=best_on if SHORT.get(best_on) in GPU_PROVIDERS else None)
     data = report.assemble(
         mode="quick" if args.quick else "default", plan=plan, environment=env,
         model={**described, "weights": m["origin"], "keras": m["keras"],
                "files": {pr: {"path": str(f), "size_mib": f.stat().st_size / 2**20} for pr, f in files.items()}},
         rows=rows, throughput=throughput, isolation=isolation, engine_auto=picks, preprocessing=prep,
         cold_start=cold, warm_bulk=bulk, peak_ops=peak_ops, notes=notes, wall_s=time.perf_counter() - t_start,
+        skipped_rows=skipped_rows, provider={"rows": args.provider, "sections": sections_provider or "auto"},
     )
     report.write(args.out, data)
     print(report.headline(data))

@@ -99,19 +99,45 @@ def _check_input_shape(model, want: tuple) -> None:
 
 # --- edge-classify -----------------------------------------------------------------------
 def edge(spec: dict) -> System:
-    """edge-classify's ``Classifier`` as a user runs it: ``clf.run`` on a preprocessed batch."""
-    from edge_classify.runtime import Classifier
+    """edge-classify's ``Classifier`` as a user runs it: ``clf.run`` on a preprocessed batch.
 
-    kwargs = {"providers": spec.get("providers", "cpu"), "threads": spec.get("threads"), "batch_size": 1024}
+    On a GPU provider, loading is where the one-time work happens: the Classifier builds a
+    TensorRT engine while creating its session (minutes on a Jetson, announced through
+    ``on_status``; a cached engine is loaded instead), so it lands in ``create_s``, never in
+    a timed call. What runs do lazily (cuDNN's algorithm search per input shape, first-run
+    allocations) is ``prepare``: ``clf.warmup`` at each batch size before it is timed.
+    """
+    import sys
+
+    from edge_classify.runtime import Classifier
+    from edge_classify.runtime.providers import GPU_PROVIDERS
+
+    status: list[str] = []
+
+    def on_status(message: str) -> None:
+        status.append(message)
+        print(f"edge-classify: {message}", file=sys.stderr, flush=True)  # the worker's log
+
+    kwargs = {"providers": spec.get("providers", "cpu"), "threads": spec.get("threads"), "batch_size": 1024,
+              "on_status": on_status}
     if spec.get("engine"):
         kwargs["engine"] = spec["engine"]
     clf = Classifier(spec["model"], **kwargs)
     runner = clf.runner
-    info = {"file_precision": spec["file_precision"], "provider": clf.provider, "engine": runner.engine,
-            "device": runner.device, "cache": runner.cache_status, "engine_reason": clf.engine_choice.reason}
+    info = {"file_precision": spec["file_precision"], "provider": clf.provider,
+            "provider_requested": kwargs["providers"], "engine": runner.engine, "device": runner.device,
+            "cache": runner.cache_status, "engine_reason": clf.engine_choice.reason}
+    if clf.engine_built is not None:  # TensorRT: built at this load, or loaded from its cache
+        info.update(tensorrt_engine_built=clf.engine_built, tensorrt_engine_build_s=clf.engine_build_s)
     precision = runner.precision
-    s = System(spec["name"], "edge", precision, clf.run, info=info)
+    prepare = None
+    if runner.device in GPU_PROVIDERS:
+        def prepare(batch: int) -> float:
+            return sum(clf.warmup([batch]).values()) / 1e3
+
+    s = System(spec["name"], "edge", precision, clf.run, info=info, prepare=prepare)
     s.notes.append(f"{info['engine']} on {info['device']}, computes {precision}, cache {info['cache']}")
+    s.notes += status + [w for w in (clf.provider_warning, clf.provider_note) if w]
     return s
 
 
@@ -141,7 +167,8 @@ def ort_plain(spec: dict) -> System:
     name = session.get_inputs()[0].name
     s = System(spec["name"], spec.get("kind", "peer"), spec.get("precision", "fp32"),
                lambda x: session.run(None, {name: x})[0],
-               info={"engine": "onnxruntime", "device": "CPUExecutionProvider", "onnxruntime": ort.__version__})
+               info={"engine": "onnxruntime", "device": "CPUExecutionProvider", "provider": "CPUExecutionProvider",
+                     "onnxruntime": ort.__version__})
     s.notes.append(f"onnxruntime {ort.__version__}, default SessionOptions")
     return s
 
@@ -161,7 +188,8 @@ def openvino(spec: dict) -> System:
     dims = [d.get_length() for d in list(port.partial_shape)[1:]]
     config = {"INFERENCE_NUM_THREADS": spec["threads"]} if spec.get("threads") else {}
     requests: dict[int, object] = {}
-    info: dict = {"engine": "openvino", "device": "CPU", "openvino": ov.__version__, "config": config or "default"}
+    info: dict = {"engine": "openvino", "device": "CPU", "provider": "OpenVINO CPU", "openvino": ov.__version__,
+                  "config": config or "default"}
 
     def compile_for(batch: int) -> float:
         t0 = time.perf_counter()

@@ -52,13 +52,13 @@ def _decode_all(clf, paths: list[Path]) -> None:
 
 
 def run(model: Path, photos: list[Path], n: int, rounds: int, say, batch: int = 8,
-        gap_s: float = 0.05) -> dict:
+        gap_s: float = 0.05, providers: str = "auto") -> dict:
     from edge_classify.runtime import Classifier, preprocess
 
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-bulk-"))
     try:
         paths = _jpegs(photos, n, folder)
-        kwargs = {"engine": "auto", "providers": "auto"}
+        kwargs = {"engine": "auto", "providers": providers}
         clf = Classifier(model, batch_size=batch, **kwargs)
         runner = clf.runner
         engine = runner.engine
@@ -95,6 +95,7 @@ def run(model: Path, photos: list[Path], n: int, rounds: int, say, batch: int = 
     return {"images": n, "batch_size": batch, "rounds": rounds, "model": str(model), "engine": engine,
             "engine_request": "auto",
             "engine_reason": clf.engine_choice.reason,
+            "provider": clf.provider, "provider_request": providers,
             "precision": runner.precision,
             "decode_threads": getattr(clf, "_workers", None),
             "wall_s_median": statistics.median(times["bulk"]),
