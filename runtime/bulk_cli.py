@@ -1,0 +1,134 @@
+"""``edge-classify-bulk``: classify a whole archive on Ray Data, resumably (runtime/ray_bulk.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import __version__
+from .errors import EXIT_USAGE, EdgeClassifyError
+from .paths import default_model_path
+
+EPILOG = """\
+examples:
+  edge-classify-bulk photos/ --out results/                  a local Ray instance on this machine's cores
+  edge-classify-bulk 'traps/**/*.jpg' --out results/ --model m.int8.onnx --actors 8 --threads 2
+  edge-classify-bulk /mnt/archive --out /mnt/results --ray-address ray://head:10001   join a cluster
+  edge-classify-bulk photos/ --out results/                  again after a crash: only the rest is classified
+
+Results are part files in --out (Parquet by default, --format jsonl for JSON Lines), one row per
+image: path, model_sha256, precision, indices, labels, probabilities, error. Read them with
+pyarrow/pandas (pd.read_parquet("results/")). Every file must be readable at the same path on
+every node of the cluster (shared storage).
+
+exit codes: 0 all classified, 1 some images failed (their rows say why), 2 usage, 3 model error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-classify-bulk", epilog=EPILOG,
+                                description="Classify many images on Ray Data with an exported model, resumably.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, directories or glob patterns")
+    p.add_argument("--out", required=True, help="results folder (created; a rerun resumes into it)")
+    p.add_argument("--model", "-m", default=None, help=f"exported .onnx model (default: {default_model_path()})")
+    p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="part file format")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster (default: start a local instance, or RAY_ADDRESS)")
+    p.add_argument("--actors", type=int, default=None,
+                   help="classifier actors (default: as many as the cluster's CPUs / --threads)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per actor (default: 1)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per inference batch (default: 16)")
+    p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per image (default: 5)")
+    p.add_argument("--flush-rows", type=int, default=1000,
+                   help="rows per part file; a killed job loses at most this many results (default: 1000)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("actors", "threads", "batch_size", "top_k", "flush_rows"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"edge-classify-bulk: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        return _run(args)
+    except EdgeClassifyError as exc:
+        print(f"edge-classify-bulk: error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edge-classify-bulk: interrupted; finished parts are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    from . import ray_bulk
+    from .classifier import Classifier
+    from .cli import expand_inputs
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"edge-classify-bulk: {msg}", file=sys.stderr, flush=True)
+
+    model_path = args.model or str(default_model_path())
+    model = open(model_path, "rb").read() if os.path.isfile(model_path) else None
+    if model is None:
+        raise EdgeClassifyError(f"model {model_path} not found", hint="export one with `export-model`", exit_code=3)
+    local = Classifier(model, engine="onnxruntime", on_status=None)  # checks the model once, here
+    out = ray_bulk.ResultsDir(args.out, args.format)
+    paths = ray_bulk.absolute_paths(expand_inputs(args.sources))
+    done = out.done(local.model_sha256)
+    todo = [p for p in paths if p not in done]
+    missing = [p for p in todo if not os.path.isfile(p)]
+    todo = [p for p in todo if os.path.isfile(p)]
+    say(f"{len(paths)} image(s): {len(done & set(paths))} already classified by this model, {len(todo)} to do"
+        + (f", {len(missing)} missing" if missing else ""))
+    failures = len(missing)
+    if missing:  # a row with the reason, like any other bad image
+        out.write({c: ([p for p in missing] if c == "path" else
+                       [local.model_sha256] * len(missing) if c == "model_sha256" else
+                       [local.contract.model.precision] * len(missing) if c == "precision" else
+                       ["no such file"] * len(missing) if c == "error" else [[] for _ in missing])
+                   for c in ray_bulk.COLUMNS})
+    if not todo:
+        say("nothing left to classify")
+        return 1 if failures else 0
+
+    ray = ray_bulk.ray()
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=True)
+    ray.data.DataContext.get_current().enable_progress_bars = not args.quiet
+    cpus = ray.cluster_resources().get("CPU", 1)
+    actors = ray_bulk.plan_actors(cpus, args.threads, args.actors)
+    say(f"Ray cluster: {cpus:g} CPU(s); {actors} actor(s) x {args.threads} thread(s), batch {args.batch_size}")
+    t0 = time.perf_counter()
+    results = ray_bulk.classify_dataset(ray_bulk.read_images(todo), model, top_k=args.top_k, actors=actors,
+                                        threads=args.threads, batch_size=args.batch_size)
+    pending = {c: [] for c in ray_bulk.COLUMNS}
+    classified = 0
+    for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
+        for c in ray_bulk.COLUMNS:
+            pending[c].extend(batch.column(c).to_pylist())
+        if len(pending["path"]) >= args.flush_rows:
+            classified += len(pending["path"])
+            failures += sum(e is not None for e in pending["error"])
+            out.write(pending)
+            pending = {c: [] for c in ray_bulk.COLUMNS}
+    classified += len(pending["path"])
+    failures += sum(e is not None for e in pending["error"])
+    out.write(pending)
+    took = time.perf_counter() - t0
+    say(f"{classified} image(s) classified in {took:.1f} s ({classified / took if took else 0:.1f} img/s) on "
+        f"{actors} actor(s); {failures} failed (see their error column); results in {args.out}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Bulk classification on Ray Data (issue 12): the same results as a local run, bad images as
+rows, and exactly one row per image after a kill and a rerun. One local Ray cluster (2 CPUs)
+serves the whole module; the command-line runs join it with --ray-address."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tiny_models
+from conftest import script
+from edge_classify.runtime import Classifier, ray_bulk
+
+ray = pytest.importorskip("ray")  # the [ray] extra is part of [test]: this runs in CI
+
+BAD = {"text.jpg": b"not an image at all", "empty.png": b""}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, photos) -> list[Path]:
+    """210 real-photo crops (JPEG and PNG) plus three bad files: 213 images."""
+    import cv2
+
+    d = tmp_path_factory.mktemp("archive")
+    rng = np.random.default_rng(0)
+    out = []
+    for i, photo in enumerate(photos):
+        img = cv2.imread(str(photo))
+        h, w = img.shape[:2]
+        for k in range(10):
+            y, x = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+            path = d / f"{i:02d}-{k}.{'jpg' if k % 2 else 'png'}"
+            cv2.imwrite(str(path), img[y:y + h // 2, x:x + w // 2])
+            out.append(path)
+    for name, data in BAD.items():
+        (d / name).write_bytes(data)
+        out.append(d / name)
+    jpeg = out[1].read_bytes()
+    (d / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 3])
+    out.append(d / "truncated.jpg")
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return tiny_models.make_conv(tmp_path_factory.mktemp("model") / "conv.onnx")
+
+
+def test_results_equal_a_single_process_run(cluster, archive, model):
+    local = Classifier(model, engine="onnxruntime", providers="cpu")
+    want = ray_bulk.result_columns([str(p) for p in archive], local.classify(archive, top_k=3, errors="collect"),
+                                   local)
+    assert len(set(tuple(i[:1]) for i in want["indices"] if i)) > 1  # the picture matters
+    ds = ray_bulk.classify_dataset(ray_bulk.read_images([str(p) for p in archive]), model, top_k=3, threads=1)
+    got = {r["path"]: r for r in ds.take_all()}
+    assert sorted(got) == sorted(want["path"])
+    for i, path in enumerate(want["path"]):
+        row = got[path]
+        assert list(row["indices"]) == want["indices"][i], path
+        assert np.array_equal(np.asarray(row["probabilities"], np.float64), np.asarray(want["probabilities"][i]))
+        assert list(row["labels"]) == want["labels"][i]
+        assert row["model_sha256"] == local.model_sha256 and row["precision"] == "fp32"
+        assert (row["error"] is None) == (want["error"][i] is None)
+    bad = {Path(p).name: got[p]["error"] for p in got if got[p]["error"]}
+    assert set(bad) == set(BAD) | {"truncated.jpg"}  # bad images are rows with their reason
+
+
+def test_python_api_takes_any_dataset_of_bytes(cluster, archive, model):
+    items = [{"path": str(p), "bytes": p.read_bytes()} for p in archive[:20]]
+    rows = ray_bulk.classify_dataset(ray.data.from_items(items), model, top_k=1).take_all()
+    assert sorted(r["path"] for r in rows) == sorted(i["path"] for i in items)
+    assert all(len(r["indices"]) == 1 for r in rows)
+
+
+def test_actors_fit_the_cpus():
+    assert ray_bulk.plan_actors(2, 1, None) == 2
+    assert ray_bulk.plan_actors(2, 2, None) == 1
+    assert ray_bulk.plan_actors(16, 4, None) == 4
+    assert ray_bulk.plan_actors(16, 4, 2) == 2
+    assert ray_bulk.plan_actors(2, 1, 8) == 2  # more actors than CPUs would oversubscribe
+    assert ray_bulk.plan_actors(1, 4, None) == 1
+
+
+def test_results_dir_counts_only_whole_parts(tmp_path):
+    out = ray_bulk.ResultsDir(tmp_path / "r")
+    cols = {c: [] for c in ray_bulk.COLUMNS}
+    for i in range(3):
+        for c, v in (("path", f"/x/{i}.jpg"), ("model_sha256", "a"), ("precision", "fp32"), ("indices", [i]),
+                     ("labels", ["l"]), ("probabilities", [0.5]), ("error", None)):
+            cols[c].append(v)
+    out.write(cols)
+    (tmp_path / "r" / ".part-killed-000009.parquet.tmp").write_bytes(b"half a part")
+    again = ray_bulk.ResultsDir(tmp_path / "r")  # a rerun: the killed run's temporary is gone
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+    assert again.done("a") == {"/x/0.jpg", "/x/1.jpg", "/x/2.jpg"} and again.done("b") == set()
+
+
+def _bulk(*args, **kw):
+    return subprocess.Popen([script("edge-classify-bulk"), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def test_killed_and_rerun_gives_exactly_one_row_per_image(cluster, archive, model, tmp_path):
+    out = tmp_path / "results"
+    args = [archive[0].parent, "--out", out, "--model", model, "--ray-address", cluster, "--flush-rows", "10",
+            "--batch-size", "4", "-q"]
+    first = _bulk(*args)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("part-*.parquet")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # mid-way: some parts written, the rest not
+    first.wait()
+    before = ray_bulk.ResultsDir(out).rows()
+    assert 0 < len(before) < len(archive), "the kill should land mid-way"
+    second = _bulk(*args[:-1])
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 1, err  # the bad images failed; their rows say why
+    rows = ray_bulk.ResultsDir(out).rows()
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)) == len(archive)  # none lost, none duplicated
+    assert set(paths) == {str(p) for p in archive}
+    assert f"{len(set(r['path'] for r in before))} already classified" in err
+    assert sum(r["error"] is not None for r in rows) == 3
+
+
+def test_jsonl_results_and_a_missing_file(cluster, archive, model, tmp_path):
+    out = tmp_path / "jsonl"
+    proc = _bulk(*archive[:5], tmp_path / "nope.jpg", "--out", out, "--model", model, "--format", "jsonl",
+                 "--ray-address", cluster)
+    _, err = proc.communicate(timeout=300)
+    rows = ray_bulk.ResultsDir(out, "jsonl").rows()
+    assert proc.returncode == 1 and len(rows) == 6, err
+    assert {r["path"]: r["error"] for r in rows}[str(tmp_path / "nope.jpg")] == "no such file"
+    assert "img/s" in err and "actor" in err
+    rerun = _bulk(*archive[:5], "--out", out, "--model", model, "--format", "jsonl", "--ray-address", cluster)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0 and "nothing left to classify" in err
+    assert len(ray_bulk.ResultsDir(out, "jsonl").rows()) == 6
+
+
+def test_usage_errors_exit_2(tmp_path):
+    from edge_classify.runtime.bulk_cli import main
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
+    (tmp_path / "file").write_text("x")
+    model = tiny_models.make(tmp_path / "m.onnx")
+    assert main([str(tmp_path), "--out", str(tmp_path / "file"), "--model", str(model)]) == 2
+    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none.onnx")]) == 3
+
