@@ -62,6 +62,15 @@ def openvino():
     return _ov
 
 
+def ray():
+    try:
+        import ray as _ray
+    except ImportError as exc:
+        raise EdgeClassifyError(f"Ray is not installed ({exc})",
+                                hint="pip install 'edge-classify[ray]' (Ray Data and pyarrow)") from None
+    return _ray
+
+
 @functools.lru_cache(maxsize=None)
 def tensorrt_version() -> str:
     """TensorRT's version for the engine-cache key: its Python package where installed

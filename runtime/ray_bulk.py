@@ -36,13 +36,7 @@ READ_CPUS = 0.1  # per read task: reading files is I/O
 FORMATS = ("parquet", "jsonl")
 
 
-def ray():
-    try:
-        import ray as _ray
-    except ImportError as exc:
-        raise EdgeClassifyError(f"Ray is not installed ({exc})",
-                                hint="pip install 'edge-classify[ray]' (Ray Data and pyarrow)") from None
-    return _ray
+from .deps import ray  # noqa: E402 (imported on use: the [ray] extra)
 
 
 class ClassifyBatch:
