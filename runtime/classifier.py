@@ -121,6 +121,8 @@ class Classifier:
     the score above which a label counts (default: the one exported with it, else 0.5).
     ``on_status`` receives the messages around long one-time steps (a TensorRT engine build:
     before, and its duration after); by default they go to stderr, ``None`` silences them.
+    ``decode_threads``: threads decoding files ahead of inference (default: the cores, at most
+    4); a process sharing the machine with others (a Ray actor) gives its own share.
     """
 
     def __init__(
@@ -142,9 +144,12 @@ class Classifier:
         device: str | None = None,
         threshold: float | None = None,
         on_status: Callable[[str], None] | None = _say,
+        decode_threads: int | None = None,
     ):
         if batch_size < 1:
             raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
+        if decode_threads is not None and decode_threads < 1:
+            raise EdgeClassifyError("decode threads must be at least 1", exit_code=2)
         self.batch_size = batch_size
         self.decode_options = decode
         self.spinning = spinning
@@ -229,7 +234,7 @@ class Classifier:
         if m.multi_label:  # the caller's, else the one exported with the model, else 0.5
             self.threshold = next(t for t in (threshold, m.threshold, heads.DEFAULT_THRESHOLD) if t is not None)
         self._width_checked = False
-        self._workers = max(1, min(4, os.cpu_count() or 1))
+        self._workers = decode_threads or max(1, min(4, os.cpu_count() or 1))
 
     def _discard(self) -> None:
         if self.runner is not None:

@@ -46,7 +46,7 @@ class ClassifyBatch:
         from .classifier import Classifier
 
         self.clf = Classifier(model, threads=threads, batch_size=batch_size, engine="onnxruntime",
-                              on_status=None, spinning=False)
+                              on_status=None, spinning=False, decode_threads=threads)  # this actor's cores only
         self.top_k = top_k
 
     def __call__(self, batch: dict) -> dict:

@@ -1,0 +1,188 @@
+"""Bulk on Ray Data against one process, on the same cores (a benchmark, not a test).
+
+    python -m edge_classify.benchmarks.ray_bulk --model m.onnx [--images 256] [--rounds 3] [-o bench-ray]
+
+What is timed, per round and in rotating order, on one folder of distinct JPEGs (real photos
+re-encoded):
+
+* ``single``: one process, ``Classifier(model, threads=<all cores>).classify(paths)``, which is
+  what ``edge-classify DIR -o results.jsonl`` does: model load + decode + inference;
+* ``ray AxT``: ``ray_bulk.classify_dataset(read_images(paths))`` with A actors of T threads,
+  every result row pulled back to the driver: actor start-up (each loads the model) + read +
+  decode + inference + transfer. The Ray instance itself is started once, before the rounds
+  (``ray_init_s``), as a cluster would already be running.
+
+Each is also run on a small job (one batch per actor), in the same round: the **steady** rate
+``(N - n_small) / (t_N - t_small)`` leaves out what every job pays once (model loads, actor
+start-up), which is the rate a long job runs at. The overhead ratio is ``ray / single`` images/s in the same round (median and spread over
+rounds). The per-actor rate (images/s / actors) is what each further core adds on more nodes;
+the driver's cost of writing result rows (``driver_write_rows_per_s``) bounds the scaling from
+the other side, because ``edge-classify-bulk`` collects rows on the driver.
+
+Writes ``ray_bulk.json`` (every sample, the environment with lscpu) and ``ray_bulk.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .env import environment
+from .model_files import sample_photos
+from .stats import round_ratios, spread
+from .warm_bulk import _jpegs
+
+
+def _single(model: bytes, paths: list[str], threads: int, batch: int) -> float:
+    from edge_classify.runtime import Classifier
+
+    t0 = time.perf_counter()
+    clf = Classifier(model, engine="onnxruntime", providers="cpu", threads=threads, batch_size=batch,
+                     on_status=None)
+    results = clf.classify(paths, top_k=5, errors="collect")
+    took = time.perf_counter() - t0
+    if not all(r.ok for r in results):
+        raise SystemExit("ray_bulk bench: an image failed in the single-process run")
+    return took
+
+
+def _ray(model: bytes, paths: list[str], actors: int, threads: int, batch: int) -> float:
+    from edge_classify.runtime import ray_bulk
+
+    t0 = time.perf_counter()
+    ds = ray_bulk.classify_dataset(ray_bulk.read_images(paths), model, top_k=5, actors=actors, threads=threads,
+                                   batch_size=batch)
+    rows = 0
+    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        rows += b.num_rows
+        if any(e is not None for e in b.column("error").to_pylist()):
+            raise SystemExit("ray_bulk bench: an image failed on Ray")
+    took = time.perf_counter() - t0
+    if rows != len(paths):
+        raise SystemExit(f"ray_bulk bench: {rows} rows for {len(paths)} images")
+    return took
+
+
+def _driver_write_rate(n: int = 20000) -> float:
+    """Rows/s the driver writes to a Parquet part (top-5 rows): the serial step of edge-classify-bulk."""
+    from edge_classify.runtime import ray_bulk
+
+    cols = {"path": [f"/archive/{i:07d}.jpg" for i in range(n)], "model_sha256": ["0" * 64] * n,
+            "precision": ["fp32"] * n, "indices": [[1, 2, 3, 4, 5]] * n, "labels": [["a", "b", "c", "d", "e"]] * n,
+            "probabilities": [[0.5, 0.2, 0.1, 0.1, 0.1]] * n, "error": [None] * n}
+    folder = Path(tempfile.mkdtemp(prefix="edge-bench-write-"))
+    try:
+        t0 = time.perf_counter()
+        ray_bulk.ResultsDir(folder).write(cols)
+        return n / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edge_classify.benchmarks.ray_bulk", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="exported .onnx model (e.g. ResNet50 FP32)")
+    p.add_argument("--images", type=int, default=256, help="distinct JPEGs per run (default 256)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each times every configuration once (default 3)")
+    p.add_argument("--batch-size", type=int, default=16, help="inference batch, both paths (default 16)")
+    p.add_argument("-o", "--out", type=Path, default=Path("bench-ray"), help="output folder (default bench-ray)")
+    args = p.parse_args(argv)
+
+    from edge_classify.runtime import ray_bulk
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    model = args.model.read_bytes()
+    env = environment()
+    folder = Path(tempfile.mkdtemp(prefix="edge-bench-ray-"))
+    try:
+        paths = [str(q) for q in _jpegs(sample_photos(), args.images, folder)]
+        r = ray_bulk.ray()
+        t0 = time.perf_counter()
+        r.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray_init_s = time.perf_counter() - t0
+        r.data.DataContext.get_current().enable_progress_bars = False
+        b = args.batch_size
+        configs = {"single": lambda n: _single(model, paths[:n], cores, b)}
+        small = {"single": b}
+        shapes = sorted({(cores, 1), (1, cores)} | ({(cores // 2, 2)} if cores >= 4 else set()))
+        for actors, threads in shapes:
+            configs[f"ray {actors}x{threads}"] = lambda n, a=actors, t=threads: _ray(model, paths[:n], a, t, b)
+            small[f"ray {actors}x{threads}"] = b * actors
+        print(f"ray_bulk bench: {args.images} JPEGs, {cores} cores, Ray started in {ray_init_s:.1f} s; warm-up",
+              file=sys.stderr)
+        for fn in configs.values():  # files in the page cache, ORT's code paths touched
+            fn(len(paths))
+        times: dict[str, list[float]] = {k: [] for k in configs}
+        steady: dict[str, list[float]] = {k: [] for k in configs}
+        names = list(configs)
+        for rnd in range(args.rounds):
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                took = configs[name](len(paths))
+                took_small = configs[name](small[name])
+                rate_steady = (len(paths) - small[name]) / max(1e-9, took - took_small)
+                times[name].append(took)
+                steady[name].append(rate_steady)
+                print(f"  round {rnd + 1}: {name}: {args.images / took:.1f} img/s for the whole job, "
+                      f"{rate_steady:.1f} steady", file=sys.stderr)
+        r.shutdown()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    rate = {k: [args.images / t for t in v] for k, v in times.items()}
+    rows = {}
+    for name, v in rate.items():
+        row = {"images_per_s": spread(v), "steady_images_per_s": spread(steady[name]), "seconds": times[name]}
+        if name != "single":
+            actors = int(name.split()[1].split("x")[0])
+            row["actors"], row["threads"] = actors, int(name.split("x")[1])
+            row["per_actor_steady_images_per_s"] = statistics.median(steady[name]) / actors
+            row["ray_over_single"] = round_ratios(rate[name], rate["single"])
+            row["ray_over_single_steady"] = round_ratios(steady[name], steady["single"])
+        rows[name] = row
+    write_rate = _driver_write_rate()
+    report = {"images": args.images, "batch_size": args.batch_size, "rounds": args.rounds, "cores": cores,
+              "model": str(args.model), "ray_init_s": ray_init_s, "driver_write_rows_per_s": write_rate,
+              "ray_version": r.__version__, "rows": rows, "environment": env}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ray_bulk.json").write_text(json.dumps(report, indent=2))
+    (args.out / "ray_bulk.md").write_text(_markdown(report))
+    print(_markdown(report))
+    return 0
+
+
+def _markdown(rep: dict) -> str:
+    env = rep["environment"]
+    flags = " ".join(f for f, on in env["cpu_flags"].items() if on)
+    lines = [f"# Ray Data bulk vs one process: {rep['images']} JPEGs, batch {rep['batch_size']}, "
+             f"{rep['rounds']} rounds", "",
+             f"CPU: {env['cpu']} ({rep['cores']} usable cores; flags: {flags}); Ray {rep['ray_version']}; "
+             f"model {Path(rep['model']).name}", "",
+             "Whole job: model load(s) + read + decode + inference + rows back to the driver. Steady: "
+             "(N - n_small) / (t_N - t_small) with a one-batch-per-actor job, which leaves out start-up. Medians over rounds (min-max); ratios per round.", "",
+             "| run | whole job img/s | Ray / single | steady img/s | Ray / single | steady per actor |",
+             "|---|---|---|---|---|---|"]
+
+    def cell(s: dict | None, fmt: str) -> str:
+        return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})" if s else "-"
+
+    for name, row in rep["rows"].items():
+        lines.append(f"| {name} | {cell(row['images_per_s'], '.1f')} | {cell(row.get('ray_over_single'), '.2f')} | "
+                     f"{cell(row['steady_images_per_s'], '.1f')} | {cell(row.get('ray_over_single_steady'), '.2f')} | "
+                     + (f"{row['per_actor_steady_images_per_s']:.1f} |" if "actors" in row else "- |"))
+    lines += ["", f"Ray instance start: {rep['ray_init_s']:.1f} s (once per job with a local instance; "
+              "none when joining a running cluster).",
+              f"Driver writing result rows to Parquet: {rep['driver_write_rows_per_s']:,.0f} rows/s "
+              "(the serial step: a ceiling on the whole cluster's rate).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
