@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -105,6 +106,7 @@ def _run(args) -> int:
         ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)
     ray.data.DataContext.get_current().enable_progress_bars = not args.quiet
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines; progress bars say it
     cpus = ray.cluster_resources().get("CPU", 1)
     actors = ray_bulk.plan_actors(cpus, args.threads, args.actors)
     say(f"Ray cluster: {cpus:g} CPU(s); {actors} actor(s) x {args.threads} thread(s), batch {args.batch_size}")
