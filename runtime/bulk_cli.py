@@ -88,15 +88,15 @@ def _run(args) -> int:
     todo = [p for p in paths if p not in done]
     missing = [p for p in todo if not os.path.isfile(p)]
     todo = [p for p in todo if os.path.isfile(p)]
-    say(f"{len(paths)} image(s): {len(done & set(paths))} already classified by this model, {len(todo)} to do"
-        + (f", {len(missing)} missing" if missing else ""))
+    earlier = [p for p in paths if p in done]
+    failed_before = sum(done[p] for p in earlier)
+    say(f"{len(paths)} image(s): {len(earlier)} already classified by this model"
+        + (f" ({failed_before} of them failed: see their error column; a new --out retries them)"
+           if failed_before else "")
+        + f", {len(todo)} to do" + (f", {len(missing)} missing" if missing else ""))
     failures = len(missing)
     if missing:  # a row with the reason, like any other bad image
-        out.write({c: ([p for p in missing] if c == "path" else
-                       [local.model_sha256] * len(missing) if c == "model_sha256" else
-                       [local.contract.model.precision] * len(missing) if c == "precision" else
-                       ["no such file"] * len(missing) if c == "error" else [[] for _ in missing])
-                   for c in ray_bulk.COLUMNS})
+        out.write(ray_bulk.failed_columns(missing, "no such file", local.model_sha256, local.contract.model.precision))
     if not todo:
         say("nothing left to classify")
         return 1 if failures else 0

@@ -28,15 +28,13 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
+from .deps import ray  # imported on use: the [ray] extra
 from .errors import EdgeClassifyError
 
 COLUMNS = ("path", "model_sha256", "precision", "indices", "labels", "probabilities", "error")
 ACTOR_CPU_SHARE = 0.95  # of each thread's CPU, reserved by an actor
 READ_CPUS = 0.1  # per read task: reading files is I/O
 FORMATS = ("parquet", "jsonl")
-
-
-from .deps import ray  # noqa: E402 (imported on use: the [ray] extra)
 
 
 class ClassifyBatch:
@@ -66,6 +64,14 @@ def result_columns(paths: list[str], results: list, clf) -> dict:
         out["probabilities"].append([float(p.probability) for p in res.predictions] if res.ok else [])
         out["error"].append(res.error)
     return out
+
+
+def failed_columns(paths: list[str], reason: str, model_sha256: str, precision: str) -> dict:
+    """Rows for images that never reached an actor (a missing file): the reason in ``error``."""
+    n = len(paths)
+    return {"path": list(paths), "model_sha256": [model_sha256] * n, "precision": [precision] * n,
+            "indices": [[] for _ in paths], "labels": [[] for _ in paths], "probabilities": [[] for _ in paths],
+            "error": [reason] * n}
 
 
 def plan_actors(cluster_cpus: float, threads: int, actors: int | None) -> int:
@@ -113,20 +119,21 @@ class ResultsDir:
     def parts(self) -> list[Path]:
         return sorted(p for fmt in FORMATS for p in self.path.glob(f"part-*.{fmt}"))
 
-    def rows(self) -> list[dict]:
+    def rows(self, columns: list[str] | None = None) -> list[dict]:
         out = []
         for part in self.parts():
             if part.suffix == ".parquet":
                 import pyarrow.parquet as pq
 
-                out.extend(pq.read_table(part).to_pylist())
+                out.extend(pq.read_table(part, columns=columns).to_pylist())
             else:
                 out.extend(json.loads(line) for line in part.read_text("utf-8").splitlines() if line.strip())
         return out
 
-    def done(self, model_sha256: str) -> set[str]:
-        """Paths that already have a row made by this model."""
-        return {r["path"] for r in self.rows() if r.get("model_sha256") == model_sha256}
+    def done(self, model_sha256: str) -> dict[str, bool]:
+        """Paths that already have a row made by this model -> whether that row is a failure."""
+        return {r["path"]: r.get("error") is not None for r in self.rows(["path", "model_sha256", "error"])
+                if r.get("model_sha256") == model_sha256}
 
     def write(self, columns: dict) -> Path | None:
         n = len(columns["path"])

@@ -106,7 +106,7 @@ def test_results_dir_counts_only_whole_parts(tmp_path):
     (tmp_path / "r" / ".part-killed-000009.parquet.tmp").write_bytes(b"half a part")
     again = ray_bulk.ResultsDir(tmp_path / "r")  # a rerun: the killed run's temporary is gone
     assert not list((tmp_path / "r").glob(".*.tmp"))
-    assert again.done("a") == {"/x/0.jpg", "/x/1.jpg", "/x/2.jpg"} and again.done("b") == set()
+    assert again.done("a") == {"/x/0.jpg": False, "/x/1.jpg": False, "/x/2.jpg": False} and again.done("b") == {}
 
 
 def _bulk(*args, **kw):
@@ -146,9 +146,10 @@ def test_jsonl_results_and_a_missing_file(cluster, archive, model, tmp_path):
     assert proc.returncode == 1 and len(rows) == 6, err
     assert {r["path"]: r["error"] for r in rows}[str(tmp_path / "nope.jpg")] == "no such file"
     assert "img/s" in err and "actor" in err
-    rerun = _bulk(*archive[:5], "--out", out, "--model", model, "--format", "jsonl", "--ray-address", cluster)
+    rerun = _bulk(*archive[:5], tmp_path / "nope.jpg", "--out", out, "--model", model, "--format", "jsonl", "--ray-address", cluster)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0 and "nothing left to classify" in err
+    assert "1 of them failed" in err  # the missing file's row is kept, and said
     assert len(ray_bulk.ResultsDir(out, "jsonl").rows()) == 6
 
 
