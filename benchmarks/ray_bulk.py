@@ -14,8 +14,8 @@ re-encoded):
 
 Each is also run on a small job (one batch per actor), in the same round: the **steady** rate
 ``(N - n_small) / (t_N - t_small)`` leaves out what every job pays once (model loads, actor
-start-up), which is the rate a long job runs at. The overhead ratio is ``ray / single`` images/s in the same round (median and spread over
-rounds). The per-actor rate (images/s / actors) is what each further core adds on more nodes;
+start-up), which is the rate a long job runs at. The overhead ratio is ``ray / single``
+images/s in the same round (median and spread over rounds). The per-actor rate (images/s / actors) is what each further core adds on more nodes;
 the driver's cost of writing result rows (``driver_write_rows_per_s``) bounds the scaling from
 the other side, because ``edge-classify-bulk`` collects rows on the driver.
 
