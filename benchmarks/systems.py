@@ -26,14 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-OV_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
-
-
 @dataclass
 class System:
     name: str
     kind: str
-    precision: str  # what really computes: fp32 | fp16 | int8 | bf16
+    precision: str  # what really computes: fp32 | fp16 | int8 | bf16 | bf16 (emulated)
     run: Callable[[np.ndarray], np.ndarray]
     create_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -181,6 +178,7 @@ def openvino(spec: dict) -> System:
     by default on CPUs with AMX, which a row labelled "fp32" would hide.
     """
     import openvino as ov
+    from edge_classify.runtime.openvino_runner import computed_precision, hardware_bf16, type_name
 
     core = ov.Core()
     source = core.read_model(str(spec["model"]))
@@ -196,8 +194,7 @@ def openvino(spec: dict) -> System:
         model = source.clone()
         model.reshape({port.any_name: [batch] + dims})
         compiled = core.compile_model(model, "CPU", config)
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        info["inference_precision_hint"] = hint
+        info["inference_precision_hint"] = type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         info["performance_hint"] = str(compiled.get_property("PERFORMANCE_HINT"))
         info["num_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         requests[batch] = compiled.create_infer_request()
@@ -212,9 +209,8 @@ def openvino(spec: dict) -> System:
         return request.get_output_tensor(0).data.copy()
 
     compile_for(1)
-    hint = OV_PRECISIONS.get(info["inference_precision_hint"], info["inference_precision_hint"])
     file_precision = spec.get("precision", "fp32")
-    precision = file_precision if file_precision == "int8" else hint
+    precision = computed_precision(file_precision, info["inference_precision_hint"], hardware_bf16(ov))
     s = System(spec["name"], spec.get("kind", "peer"), precision, run, info=info, prepare=compile_for)
     s.notes.append(f"openvino {ov.__version__}, default config, static batch per size; "
                    f"INFERENCE_PRECISION_HINT {info['inference_precision_hint']}"

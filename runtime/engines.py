@@ -30,8 +30,9 @@ so ONNX Runtime, unless BF16 is allowed, which only OpenVINO runs.
 
 **BF16 is never a silent substitute** (``compute_precision``): OpenVINO computes FP32 by
 default here; BF16 runs when asked for (``--precision bf16``) or, with ``auto``, only on a
-CPU with native BF16 and only for a model whose export measured BF16's top-1 agreement
-with FP32 and found it at or above the bar (``parity["bf16"]`` in the contract).
+CPU with native BF16 and only for a model whose export measured native BF16's top-1
+agreement with FP32 and found it at or above the bar (``parity["bf16"]`` in the contract).
+Emulated bf16 (an AVX-512 CPU without AVX512-BF16/AMX) is never run and never evidence.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import numpy as np
 
 from . import cpu
 from .errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
+from .runners import BF16_EMULATED
 from .timing import alternate
 
 ENGINES = ("onnxruntime", "openvino")
@@ -223,6 +225,9 @@ def compute_precision(requested: str, engine: str, file_precision: str, hw_bf16:
     if not isinstance(agreement, (int, float)):
         return "fp32", "no BF16 fidelity figure in the model (export it with --bf16 on a BF16 CPU)"
     ran = (bf16_fidelity or {}).get("openvino_precision", "bf16")
+    if ran == BF16_EMULATED:
+        return "fp32", ("the model's BF16 figure was measured on a CPU that emulates bf16 (no native BF16): "
+                        "not evidence about native BF16")
     if ran != "bf16":  # measured on a CPU where OpenVINO computed something else: not a BF16 figure
         return "fp32", f"the model's BF16 figure was measured while OpenVINO computed {ran}, not bf16"
     bar = (bf16_fidelity or {}).get("bar", BF16_BAR)

@@ -3,7 +3,9 @@
 * **Precision is explicit.** On CPUs with AMX or AVX512-BF16, OpenVINO lowers an FP32 (or
   FP16) model to bf16 unless told otherwise. Here ``INFERENCE_PRECISION_HINT`` is always
   set: ``f32`` unless BF16 was chosen on evidence (``engines.compute_precision``), and the
-  precision the compiled model reports back is what ``precision`` says.
+  precision the compiled model reports back is what ``precision`` says
+  (``computed_precision``). Told bf16, OpenVINO 2026.4 computes f32 on an AVX2 CPU, emulated
+  bf16 on an AVX-512 CPU without native BF16, and bf16 on AMX / AVX512-BF16.
 * **Static batch sizes.** A model compiled for a fixed batch ran 1.5% faster than the
   dynamic one (ResNet50 INT8, 2-core AMD EPYC: batch 1 22.56 vs 22.90 ms, batch 8 167.5 vs
   168.5 ms), so each batch size gets its own compiled model, made when first needed; the
@@ -31,7 +33,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import cpu, session_cache
-from .runners import TensorInfo
+from .runners import BF16_EMULATED, TensorInfo
 
 _KEEP = 2  # compiled batch sizes held at once (each holds its own copy of the weights)
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
@@ -45,11 +47,32 @@ def core(ov):
 
 
 def hardware_bf16(ov, device: str = "CPU") -> bool:
-    """Does OpenVINO find native BF16 on this device (AMX-BF16 / AVX512-BF16)?"""
+    """Does OpenVINO find native BF16 on this device (AMX-BF16 / AVX512-BF16)? Its
+    OPTIMIZATION_CAPABILITIES lists BF16 only then, not where it would emulate bf16."""
     try:
         return "BF16" in core(ov).get_property(device, "OPTIMIZATION_CAPABILITIES")
     except Exception:  # an unknown device or property: no BF16 claimed
         return False
+
+
+def type_name(element_type) -> str:
+    """OpenVINO's short name of an element type ("f32", "bf16", "f16"). ``str()`` of one is
+    ``<Type: 'bfloat16'>``, in which neither "bf16" nor "f16" occurs."""
+    name = getattr(element_type, "get_type_name", None)
+    return name() if callable(name) else str(element_type)
+
+
+def computed_precision(file_precision: str, hint: str, native_bf16: bool) -> str:
+    """What a compiled model computes its float ops in, from the inference precision it
+    reports back (``hint``: ``type_name`` of it) and whether the CPU has native BF16.
+    An INT8 file's quantized ops stay int8 whatever the hint."""
+    if file_precision == "int8":
+        return "int8"
+    if hint == "bf16":
+        return "bf16" if native_bf16 else BF16_EMULATED
+    if hint == "f16":
+        return "fp16"
+    return "fp32"
 
 
 def check_device(ov, device: str) -> None:
@@ -195,16 +218,10 @@ class OpenVinoRunner:
         return self._model
 
     def _reported_precision(self, compiled) -> str:
-        """What OpenVINO says it computes float ops in: an FP16 file's weights are widened to
-        f32 (or bf16) on CPUs; an INT8 file's quantized ops stay int8."""
-        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        if self._file_precision == "int8":
-            return "int8"
-        if "bf16" in hint:
-            return "bf16"
-        if "f16" in hint:
-            return "fp16"
-        return "fp32"
+        """What OpenVINO says it computes in (an FP16 file's weights are widened to f32 on
+        CPUs); bf16 on a device without native BF16 is ``BF16_EMULATED``."""
+        hint = type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return computed_precision(self._file_precision, hint, hint == "bf16" and hardware_bf16(self._ov, self.device))
 
     def commit_cache(self) -> None:
         self._checked = True

@@ -18,6 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
+# A runner's ``precision`` where the engine computes bf16 without native BF16 instructions:
+# OpenVINO 2026.4 on AVX-512 CPUs without AVX512-BF16/AMX takes the bf16 hint and has oneDNN
+# emulate it (output 0.016 from f32 on the ResNet50 stand-in), while it reports no BF16 in
+# OPTIMIZATION_CAPABILITIES. Never evidence about native BF16, and never chosen.
+BF16_EMULATED = "bf16 (emulated)"
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -31,7 +37,7 @@ class TensorInfo:
 class Runner(Protocol):
     engine: str  # "onnxruntime" | "openvino"
     device: str  # e.g. "CPUExecutionProvider", "TensorrtExecutionProvider", "CPU"
-    precision: str  # what the engine computes in: fp32 | fp16 | int8 | bf16
+    precision: str  # what the engine computes in: fp32 | fp16 | int8 | bf16 | BF16_EMULATED
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     cache_status: str  # "hit" | "stored" | "pending" | "off": the engine's compiled-model cache

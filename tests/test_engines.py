@@ -9,9 +9,11 @@ import os
 import numpy as np
 import pytest
 
+import cpu_kinds
 import tiny_models
 from edge_classify.runtime import Classifier, engines, onnx_meta
 from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.runners import BF16_EMULATED
 
 BOTH = ["onnxruntime", "openvino"]
 PASSING_BF16 = {"bf16": {"top1_agreement": 1.0, "bar": 0.99, "images": 8, "passed": True}}
@@ -21,9 +23,12 @@ PASSING_BF16 = {"bf16": {"top1_agreement": 1.0, "bar": 0.99, "images": 8, "passe
 # openvino 2026.4): FP32 3e-7; FP16 file 3.1e-3 (ONNX Runtime keeps parts of the FP16 graph
 # in half precision, OpenVINO computes it in f32 here; export's FP16 gate is 5e-2). INT8
 # kernels differ between engines (requantization rounding), so INT8 is held to the same
-# top-1 on every photo and a looser probability bound. BF16 (8-bit mantissa) is held to
-# the same top-1 and 0.05; it runs only on CPUs with native BF16.
-TOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1, "bf16": 0.05}
+# top-1 on every photo and a looser probability bound. BF16 (8-bit mantissa) runs only on
+# CPUs with native BF16: on a Xeon Sapphire Rapids (AMX, openvino 2026.4.1) it moved the
+# stand-in's probabilities by up to 0.087 over the 21 photos and flipped the top-1 of one,
+# whose FP32 top-2 gap was 0.012 (0.061 over 6 photos, emulated, on an AVX-512 Xeon).
+TOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1, "bf16": 0.15}
+BF16_NEAR_TIE = 0.05  # an FP32 top-2 gap BF16 may close (the flipped photo's: 0.012)
 
 
 @pytest.fixture
@@ -147,14 +152,73 @@ def test_classifier_on_a_bf16_cpu_without_a_figure_stays_fp32(tmp_path):
     assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.precision_reason
 
 
-def test_classifier_chooses_bf16_on_evidence_and_reports_what_ran(tmp_path):
+@pytest.mark.parametrize("kind,auto,asked", [
+    ("amx", "bf16", "bf16"),  # native: chosen on evidence, and computed
+    ("avx512", "fp32", None),  # emulated: never chosen, and --precision bf16 is refused
+    ("avx2", "fp32", None),  # OpenVINO would compute f32 anyway
+])
+def test_classifier_chooses_bf16_on_evidence_and_reports_what_ran(tmp_path, monkeypatch, kind, auto, asked):
+    cpu_kinds.inject(monkeypatch, kind)
     model = tiny_models.make(tmp_path / "t.onnx", parity=PASSING_BF16)
-    clf = Classifier(model, engine="openvino", hardware_bf16=True)
-    assert "agreement" in clf.precision_reason
-    # What ran is what OpenVINO reports: bf16 on a BF16 CPU; this injected "BF16 CPU" may
-    # really be one without it, where OpenVINO computes f32 and the runner says so.
-    assert clf.runner.precision in ("bf16", "fp32")
-    assert Classifier(model, engine="openvino", hardware_bf16=False).runner.precision == "fp32"
+    clf = Classifier(model, engine="openvino")
+    assert clf.runner.precision == auto
+    assert ("agreement" in clf.precision_reason) == (auto == "bf16")
+    if asked is None:
+        with pytest.raises(EdgeClassifyError, match="no native BF16"):
+            Classifier(model, engine="openvino", precision="bf16")
+    else:
+        assert Classifier(model, engine="openvino", precision="bf16").runner.precision == asked
+
+
+def test_a_bf16_figure_measured_under_emulation_does_not_count():
+    fig = {"top1_agreement": 1.0, "bar": 0.99, "openvino_precision": BF16_EMULATED}
+    got, why = engines.compute_precision("auto", "openvino", "fp32", True, fig)
+    assert got == "fp32" and "emulates bf16" in why and "not evidence" in why
+
+
+# --- what the compiled model reports, read as OpenVINO spells it ------------------------
+@pytest.mark.parametrize("file_precision,hint,native,want", [
+    ("fp32", "f32", False, "fp32"), ("fp32", "f32", True, "fp32"),
+    ("fp32", "bf16", True, "bf16"),  # AMX / AVX512-BF16
+    ("fp32", "bf16", False, BF16_EMULATED),  # AVX-512 without native BF16: oneDNN emulates it
+    ("fp16", "f32", True, "fp32"),  # an FP16 file's weights widened to f32 on CPUs
+    ("fp32", "f16", False, "fp16"),
+    ("int8", "bf16", True, "int8"), ("int8", "f32", False, "int8"),
+])
+def test_computed_precision(file_precision, hint, native, want):
+    from edge_classify.runtime.openvino_runner import computed_precision
+
+    assert computed_precision(file_precision, hint, native) == want
+
+
+def test_reported_types_are_read_by_their_short_names():
+    """``str(ov.Type.bf16)`` is ``<Type: 'bfloat16'>``: matching "bf16" in it read bf16 as fp32."""
+    import openvino
+
+    from edge_classify.runtime.openvino_runner import type_name
+
+    assert [type_name(t) for t in (openvino.Type.f32, openvino.Type.bf16, openvino.Type.f16)] == ["f32", "bf16", "f16"]
+    assert "bf16" not in str(openvino.Type.bf16)
+
+
+def test_openvino_told_bf16_reports_what_this_cpu_computes(tiny):
+    """On this machine, whatever it is: the label follows OpenVINO's own read-back and its
+    native-BF16 capability; where it says f32 the output is f32's."""
+    import openvino
+
+    from edge_classify.runtime import openvino_runner as ovr
+
+    runner = ovr.OpenVinoRunner(openvino, str(tiny), "fp32", "bf16")
+    core = ovr.core(openvino)
+    compiled = core.compile_model(core.read_model(str(tiny)), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    hint = ovr.type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert hint in ("f32", "bf16")
+    native = ovr.hardware_bf16(openvino)
+    assert runner.precision == ("fp32" if hint == "f32" else "bf16" if native else BF16_EMULATED)
+    if runner.precision == "fp32":
+        f32 = ovr.OpenVinoRunner(openvino, str(tiny), "fp32", "fp32")
+        x = np.random.default_rng(2).uniform(-120, 150, (2, 224, 224, 3)).astype(np.float32)
+        assert float(np.abs(runner.run(x) - f32.run(x)).max()) <= 1e-6  # bf16 moves this model's by 4e-5
 
 
 # --- the measured choice, remembered per machine --------------------------------------
@@ -245,7 +309,7 @@ def test_openvino_runner_matches_onnxruntime_runner(exported, photos, precision)
 
 def _quantized_tiny(tmp_path):
     """The tiny classifier in QDQ INT8 (ONNX Runtime's quantizer, 16 random calibration inputs):
-    simple enough that INT8 keeps its predictions, so the two engines must agree."""
+    simple and input-sensitive, so the two engines must agree where the top-1 is clear."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     fp32 = tiny_models.make(tmp_path / "fp32.onnx", classes=7, seed=5)
@@ -271,7 +335,13 @@ def test_openvino_runner_matches_onnxruntime_runner_int8(tmp_path, photos):
     ov = Classifier(int8, engine="openvino")
     p_ort, p_ov = ort.predict(photos), ov.predict(photos)
     assert len(set(p_ort.argmax(1).tolist())) > 1
-    assert np.array_equal(p_ort.argmax(1), p_ov.argmax(1))
+    # The output is quantized in steps of 1/255, and the engines round differently by a step
+    # (measured: 1 step, on a Sapphire Rapids Xeon), which per CPU kind may land on a photo
+    # whose top-2 margin is one step (5 of 21 are): top-1 is compared where it is clear.
+    top2 = np.sort(p_ort, 1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 / 255
+    assert clear.mean() >= 0.5
+    assert np.array_equal(p_ort.argmax(1)[clear], p_ov.argmax(1)[clear])
     assert float(np.abs(p_ort - p_ov).max()) <= TOL["int8"]
 
 
@@ -320,7 +390,12 @@ def test_bf16_runner_stays_within_its_tolerance(exported, photos):
     bf16 = Classifier(exported["fp32"], engine="openvino", precision="bf16")
     assert bf16.runner.precision == "bf16"
     p = bf16.predict(photos)
-    assert np.array_equal(ref.argmax(1), p.argmax(1)) and float(np.abs(ref - p).max()) <= TOL["bf16"]
+    diff = float(np.abs(ref - p).max())
+    assert 1e-4 < diff <= TOL["bf16"]  # bf16 arithmetic really ran, within its tolerance
+    # Top-1 moves only where FP32 itself nearly ties.
+    rows, want, got = np.arange(len(ref)), ref.argmax(1), p.argmax(1)
+    moved = want != got
+    assert moved.mean() <= 0.1 and (ref[rows, want] - ref[rows, got])[moved].max(initial=0) <= BF16_NEAR_TIE
 
 
 def test_openvino_runner_batches_and_pads_like_single_runs(tiny):
