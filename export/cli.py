@@ -32,8 +32,10 @@ examples:
 BF16 is a precision of its own, never a silent substitute: there is no BF16 file, BF16 runs the
 FP32 file with OpenVINO on a CPU with native BF16 (AMX-BF16 / AVX512-BF16), and edge-classify does
 so only for a model whose export measured BF16's top-1 agreement with FP32 and found it >= the bar
-(--bf16, or --precision auto where BF16 was chosen). Without BF16 hardware or OpenVINO, --bf16
-says so and records nothing (not an error): the runtime then runs that model in FP32.
+(--bf16, or --precision auto where BF16 was chosen). Without OpenVINO, or on a CPU where OpenVINO
+computes f32 when told bf16 (AVX2), --bf16 says so and records nothing (not an error). On an AVX-512
+CPU without native BF16 OpenVINO emulates bf16: --bf16 measures that, with its speed against f32,
+and records it as emulated, a figure that never passes. The runtime then runs the model in FP32.
 
 Your own model: --keras-model takes a .keras file, a full-model .h5 or a SavedModel folder. What the
 file shows is read from it: the input size, the final activation (softmax, sigmoid, none = logits),
@@ -116,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure BF16 (the FP32 model run by OpenVINO in bf16) against FP32 on the verification "
                         "photos (+ held-out --calib photos if given) and record the figure in the FP32 model; where "
                         "it passes (>= --min-agreement, at least 0.99) edge-classify may run that model in BF16 with "
-                        "OpenVINO on CPUs with native BF16. No BF16 file is written. Needs a CPU with native BF16 and OpenVINO; without "
-                        "them it says why and records nothing")
+                        "OpenVINO on CPUs with native BF16. No BF16 file is written. Needs OpenVINO; on a CPU without "
+                        "native BF16 it says so, and records emulated bf16 only as emulated (never passing)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--static-batch", type=int, default=None, metavar="N",
                    help="fix the batch dimension to N (TensorRT-friendly); default: dynamic")
@@ -211,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             print("  candidates: " + "; ".join(
                 f"{BF16_LABEL if name == 'bf16' else name} {c['p50_ms_batch1']:.1f} ms p50, "
                 f"top-1 agreement {c['top1_agreement']:.3f}" for name, c in f.selection["candidates"].items()))
-    if result.bf16_not_measured:
-        what = "not a --precision auto candidate" if args.precision == "auto" and not args.bf16 else "not measured"
-        print(f"  BF16 {what}: {result.bf16_not_measured}; the model carries no BF16 figure, so edge-classify "
+            for name, why in f.selection.get("not_candidates", {}).items():
+                print(f"  {name.upper()} not a --precision auto candidate: {why}")
+    if result.bf16_not_measured and args.precision != "auto":
+        print(f"  BF16 not measured: {result.bf16_not_measured}; the model carries no BF16 figure, so edge-classify "
               "runs it in FP32")
     for line in result.warnings:
         print(f"  warning: {line}")

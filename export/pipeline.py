@@ -34,6 +34,7 @@ from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo
 from edge_classify.runtime.errors import EXIT_PARITY, EXIT_USAGE, EdgeClassifyError, first_line
 from edge_classify.runtime.files import images_in
 from edge_classify.runtime.paths import variant_path
+from edge_classify.runtime.runners import BF16_EMULATED
 
 from . import convert, graph_passes, keras_model, labels as label_files, partials, quantize, sources, user_model, verify
 from . import precision as choose_precision
@@ -243,9 +244,12 @@ def export_model(
     bf16_ok, bf16_why = False, ""
     if bf16 or auto:
         bf16_ok, bf16_why = choose_precision.bf16_support(hardware_bf16)
+    # --bf16 without native BF16: OpenVINO may still emulate it (AVX-512); measured and
+    # recorded as emulated, never a candidate (_measure_bf16).
+    bf16_measure = bf16_ok or (bf16 and "openvino" in engines.installed())
     file_formats = [FORMATS["fp32"]] + ([FORMATS["fp16"]] if fp16 else [])
     stages = (["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras"]
-              + (["quantize to INT8"] if int8 else []) + (["measure BF16"] if bf16_ok else [])
+              + (["quantize to INT8"] if int8 else []) + (["measure BF16"] if bf16_measure else [])
               + (["choose precision"] if auto else []) + ["write"])
     prog = Progress(stages, enabled=progress)
     images = _verification_images(verify_images, labels_from_dir)
@@ -331,20 +335,22 @@ def export_model(
                                                 contract_for, provenance, fidelity, progress)
 
     bf16_figure = None
-    if bf16_ok:
+    if bf16_measure:
         bf16_images = images + (list(calib_set.holdout) if calib_set else [])
         with prog.stage("measure BF16", f"the FP32 model on OpenVINO with the bf16 hint, vs FP32 on "
                         f"{len(bf16_images)} photos ({len(images)} verification"
                         + (f" + {len(calib_set.holdout)} held-out)" if calib_set else ")")):
-            bf16_figure = _measure_bf16(cands, images, calib_set, fp32_holdout, bar, auto, progress)
-            fidelity["bf16"] = bf16_figure
+            bf16_figure, note = _measure_bf16(cands, images, calib_set, fp32_holdout, bar, auto, progress)
+            if bf16_figure is not None:
+                fidelity["bf16"] = bf16_figure
+            bf16_why = "; ".join(w for w in (bf16_why, note) if w)
 
     if auto:
-        cands, selection, bf16_figure = _choose(cands, fidelity, bar, bf16_ok, bf16, bf16_why, bf16_figure,
+        cands, selection, bf16_figure = _choose(cands, fidelity, bar, bf16, bf16_why, bf16_figure,
                                                 prog, progress)
 
     result.weights, result.bf16 = provenance["weights"], bf16_figure
-    result.bf16_not_measured = None if bf16_ok or not (bf16 or auto) else bf16_why
+    result.bf16_not_measured = None if bf16_figure is not None or not (bf16 or auto) else bf16_why
     with prog.stage("write", str(out)):
         written = [(c.precision, c.data, c.parity) for c in cands.values() if FORMATS[c.precision].writes_file]
         # Warm the runtime's optimised-graph cache so the first edge-classify is a fast one,
@@ -398,29 +404,38 @@ def _verify_against_keras(file_formats, protos, images, settled, contract_for, o
     return cands
 
 
-def _measure_bf16(cands, images, calib_set, fp32_holdout, bar, auto, progress) -> dict:
-    """BF16's figure, recorded in the FP32 candidate's contract; with ``auto``, also a
-    candidate of its own (it runs the FP32 file)."""
+def _measure_bf16(cands, images, calib_set, fp32_holdout, bar, auto, progress) -> tuple[dict | None, str]:
+    """(BF16's figure, recorded in the FP32 candidate's contract, or None; why nothing was
+    measured). Native bf16 is also an ``auto`` candidate of its own (it runs the FP32 file);
+    emulated bf16 is recorded with its speed and never a candidate; where OpenVINO computes
+    f32 when told bf16 there is nothing to record."""
     fp32 = cands["fp32"]
+    bf16_clf = choose_precision.bf16_classifier(fp32.data)
+    ran = bf16_clf.runner.precision
+    if ran not in ("bf16", BF16_EMULATED):
+        bf16_clf.runner.close()
+        _say(progress, f"OpenVINO computes {ran} on this CPU when told bf16: nothing to measure")
+        return None, f"OpenVINO computes {ran} here when told bf16"
     if calib_set and fp32_holdout is None:
         fp32_holdout = fp32.classifier.predict(calib_set.holdout)
     ref = np.concatenate([fp32.classifier.predict(images)] + ([fp32_holdout] if calib_set else []))
-    bf16_clf = choose_precision.bf16_classifier(fp32.data)
     figure = choose_precision.measure_bf16(
         bf16_clf, images + (list(calib_set.holdout) if calib_set else []), ref, bar,
         "fp32 ONNX (ONNX Runtime CPU) on the verification photos" + (" + held-out calibration photos" if calib_set else ""))
+    note = ""
+    if ran == BF16_EMULATED:
+        e = figure["emulated"] = choose_precision.emulated_speed(bf16_clf, fp32.data)
+        note = (f"OpenVINO emulates bf16 here, {e['p50_ms_batch1']:.1f} ms p50 batch 1 against "
+                f"{e['fp32_p50_ms_batch1']:.1f} ms in f32")
     cands["fp32"] = _with(fp32, replace(fp32.contract, parity={**fp32.parity, "bf16": figure}))
     _say(progress, choose_precision.describe_bf16(figure))
-    ran = figure.get("openvino_precision")
-    if ran and ran != "bf16":
-        _say(progress, f"note: OpenVINO reports it computed {ran}, not bf16, on this CPU")
-    if auto:
+    if auto and ran == "bf16":
         cands["bf16"] = Candidate("bf16", b"", cands["fp32"].contract, bf16_clf)
     else:  # its compiled model (a copy of the weights) is not needed for choosing
         bf16_clf.runner.close()
         del bf16_clf
         release_memory()
-    return figure
+    return figure, note
 
 
 def _with(c: Candidate, contract: ModelContract) -> Candidate:
@@ -515,11 +530,11 @@ def _int8(cands, calib_set, method, acts, min_agreement, auto, contract_for, pro
     return Candidate("int8", proto.SerializeToString(), contract, int8_clf), fp32_holdout
 
 
-def _choose(cands, fidelity, bar, bf16_ok, bf16, bf16_why, bf16_figure, prog, progress):
+def _choose(cands, fidelity, bar, bf16, bf16_why, bf16_figure, prog, progress):
     """--precision auto: keep the fastest candidate that clears the bar (precision.py)."""
     names = list(cands)
     detail = f"fastest candidate with top-1 agreement >= {bar}"
-    if bf16_ok:
+    if "bf16" in cands:
         detail += f" (bf16: >= {max(bar, engines.BF16_BAR)})"
     with prog.stage("choose precision", detail):
         latency = choose_precision.latency_p50_ms({p: c.classifier for p, c in cands.items()})
@@ -529,7 +544,7 @@ def _choose(cands, fidelity, bar, bf16_ok, bf16, bf16_why, bf16_figure, prog, pr
         for p in names:
             label = choose_precision.BF16_LABEL if p == "bf16" else p
             _say(progress, f"{label}: {latency[p]:.1f} ms p50, top-1 agreement {agreement[p]:.3f}")
-        if not bf16_ok:
+        if "bf16" not in cands:
             _say(progress, f"bf16: not a candidate: {bf16_why}")
         _say(progress, f"chose {chosen}: {reason}")
         selection = {"chosen": chosen, "reason": reason, "agreement_bar": bar,
@@ -538,7 +553,7 @@ def _choose(cands, fidelity, bar, bf16_ok, bf16, bf16_why, bf16_figure, prog, pr
                                         **({"runs": "the FP32 file with OpenVINO in BF16"} if p == "bf16" else {})}
                                     for p in names},
                      "measured_on": platform.processor() or platform.machine()}
-        if not bf16_ok:
+        if "bf16" not in cands:
             selection["not_candidates"] = {"bf16": bf16_why}
         written = "fp32" if chosen == "bf16" else chosen  # BF16 runs the FP32 file
         c = cands[written]

@@ -10,8 +10,11 @@ an answer. The decision and its numbers go into the model's metadata.
 is a way to run the FP32 file. Its fidelity is measured at export (``measure_bf16``) and
 stored in the FP32 model's contract as ``parity["bf16"]``; the runtime
 (``runtime/engines.compute_precision``) runs BF16 with ``--precision auto`` only when that
-figure is there and passed. Where BF16 cannot be measured (no native BF16, no OpenVINO)
-the model gets no figure, so the runtime never runs BF16 for it.
+figure is there and passed. Where BF16 cannot be measured (no OpenVINO, or a CPU where
+OpenVINO computes f32 when told bf16) the model gets no figure, so the runtime never runs
+BF16 for it. On a CPU that only emulates bf16 (AVX-512 without AVX512-BF16/AMX) BF16 is no
+``auto`` candidate; ``--bf16`` measures the emulated form, its fidelity and its speed
+against OpenVINO's f32, and records it as emulated: a figure that never passes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 
 import numpy as np
 
+from edge_classify.runtime.runners import BF16_EMULATED
 from edge_classify.runtime.timing import alternate
 
 DEFAULT_AGREEMENT_BAR = 0.99
@@ -103,8 +107,9 @@ def cpu_name() -> str:
 
 
 def bf16_classifier(fp32_model: bytes):
-    """The FP32 model run by OpenVINO with the bf16 inference hint. Only called once
-    ``bf16_support`` said yes (or a test injected it), hence ``hardware_bf16=True``."""
+    """The FP32 model run by OpenVINO with the bf16 inference hint, whatever the CPU
+    (``hardware_bf16=True`` lets the hint through the runtime's policy); its
+    ``runner.precision`` says what OpenVINO then computes: bf16, ``BF16_EMULATED`` or fp32."""
     from edge_classify.runtime.classifier import Classifier
 
     return Classifier(fp32_model, engine="openvino", precision="bf16", providers="auto", hardware_bf16=True)
@@ -128,9 +133,13 @@ def measure_bf16(classifier, images: list, reference: np.ndarray, bar: float,
 
     f = bf16_fidelity(reference, classifier.predict(images))
     bar = max(bar, engines.BF16_BAR)
-    ran = getattr(classifier.runner, "precision", "")  # what OpenVINO says it computed
-    extra = {} if ran == "bf16" else {"not_bf16": f"OpenVINO computed {ran or 'an unknown precision'}, not bf16: "
-                                                  "this is not a BF16 measurement"}
+    ran = classifier.runner.precision  # what OpenVINO says it computed
+    extra = {}
+    if ran == BF16_EMULATED:  # the pipeline adds its speed (emulated_speed)
+        extra = {"not_bf16": "OpenVINO emulated bf16 on this CPU (no native BF16): not evidence about native BF16"}
+    elif ran != "bf16":
+        extra = {"not_bf16": f"OpenVINO computed {ran or 'an unknown precision'}, not bf16: "
+                             "this is not a BF16 measurement"}
     return {
         "reference": reference_text,
         **f,
@@ -145,8 +154,28 @@ def measure_bf16(classifier, images: list, reference: np.ndarray, bar: float,
     }
 
 
+def emulated_speed(bf16_clf, fp32_model: bytes) -> dict:
+    """Batch-1 p50 of emulated bf16 against OpenVINO's own f32 on the same file, so that the
+    figure says what emulation costs here (never chosen either way)."""
+    from edge_classify.runtime.classifier import Classifier
+
+    f32 = Classifier(fp32_model, engine="openvino", precision="fp32", providers="auto")
+    try:
+        ms = latency_p50_ms({"bf16": bf16_clf, "fp32": f32})
+    finally:
+        f32.runner.close()
+    return {"p50_ms_batch1": ms["bf16"], "fp32_p50_ms_batch1": ms["fp32"], "engine": "openvino"}
+
+
 def describe_bf16(f: dict) -> str:
     """One line for progress and summaries."""
+    if "emulated" in f:
+        e = f["emulated"]
+        return (f"bf16 emulated by OpenVINO on this CPU (no native BF16) vs FP32 on {f['images']} photos: top-1 "
+                f"agreement {f['top1_agreement']:.1%}, max|dp| {f['max_abs_diff']:.2e}; {e['p50_ms_batch1']:.1f} ms "
+                f"p50 batch 1 against {e['fp32_p50_ms_batch1']:.1f} ms in f32 "
+                f"({e['p50_ms_batch1'] / e['fp32_p50_ms_batch1']:.2f}x); recorded as emulated, never run: "
+                "the runtime keeps FP32 for this model")
     verdict = (f"passed (>= {f['bar']}): edge-classify may run it in BF16 with OpenVINO on CPUs with native BF16"
                if f["passed"] else f"FAILED (< {f['bar']}): the runtime keeps FP32 for this model")
     return (f"{BF16_LABEL} vs FP32 on {f['images']} photos: top-1 agreement {f['top1_agreement']:.1%}, "
