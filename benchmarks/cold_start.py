@@ -34,9 +34,9 @@ import json
 import numpy as np
 import keras
 from edge_classify.export.verify import keras_inputs
-from edge_classify.runtime.contract import ModelContract
-from edge_classify.runtime.heads import probabilities
-from edge_classify.runtime.onnx_meta import metadata
+from edge_classify.runtime.model.contract import ModelContract
+from edge_classify.runtime.model.heads import probabilities
+from edge_classify.runtime.model.onnx_meta import metadata
 source, onnx_path, image = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 contract = ModelContract.from_metadata(metadata(onnx_path))
 path = source.get("keras_model")
@@ -98,7 +98,7 @@ def installed_script(name: str) -> str | None:
 def edge_command(model: str, image: str, threads: int | None = None, provider: str | None = None) -> list[str]:
     """``provider``: the CLI's ``--provider`` (None: its default, auto)."""
     script = installed_script("edge-classify")
-    cmd = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.cli"]) + ["--model", model, "-q"]
+    cmd = ([script] if script else [sys.executable, "-m", "edge_classify.runtime.apps.classify"]) + ["--model", model, "-q"]
     return (cmd + (["--threads", str(threads)] if threads else []) + (["--provider", provider] if provider else [])
             + [image])
 

@@ -44,7 +44,7 @@ def preprocess_spec():
         from edge_classify.benchmarks.model_files import read_contract
 
         return read_contract(Path(given)).preprocess
-    from edge_classify.runtime.contract import PreprocessSpec
+    from edge_classify.runtime.model.contract import PreprocessSpec
 
     return PreprocessSpec.keras("caffe")
 

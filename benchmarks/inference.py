@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from edge_classify.runtime.compare import compare
-from edge_classify.runtime.heads import probabilities
+from edge_classify.runtime.model.compare import compare
+from edge_classify.runtime.model.heads import probabilities
 
 from .pool import slug
 from .stats import round_robin, summarize_rounds

@@ -54,7 +54,7 @@ def _single(model: bytes, paths: list[str], threads: int, batch: int) -> float:
 
 
 def _ray(model: bytes, paths: list[str], actors: int, threads: int, batch: int) -> float:
-    from edge_classify.runtime import ray_bulk
+    from edge_classify.runtime.apps import ray_bulk
 
     t0 = time.perf_counter()
     ds = ray_bulk.classify_dataset(ray_bulk.read_images(paths), model, top_k=5, actors=actors, threads=threads,
@@ -72,7 +72,7 @@ def _ray(model: bytes, paths: list[str], actors: int, threads: int, batch: int) 
 
 def _driver_write_rate(n: int = 20000) -> float:
     """Rows/s the driver writes to a Parquet part (top-5 rows): the serial step of edge-classify-bulk."""
-    from edge_classify.runtime import ray_bulk
+    from edge_classify.runtime.apps import ray_bulk
 
     cols = {"path": [f"/archive/{i:07d}.jpg" for i in range(n)], "model_sha256": ["0" * 64] * n,
             "precision": ["fp32"] * n, "indices": [[1, 2, 3, 4, 5]] * n, "labels": [["a", "b", "c", "d", "e"]] * n,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", type=Path, default=Path("bench-ray"), help="output folder (default bench-ray)")
     args = p.parse_args(argv)
 
-    from edge_classify.runtime import ray_bulk
+    from edge_classify.runtime.apps import ray_bulk
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     model = args.model.read_bytes()

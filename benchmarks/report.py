@@ -347,7 +347,7 @@ COLD_COMMANDS = ("edge-classify", "keras-script")
 
 def _ran_on(row: dict) -> str:
     """The provider short name (cpu, cuda, tensorrt) or the engine's device."""
-    from edge_classify.runtime.providers import SHORT
+    from edge_classify.runtime.engines.providers import SHORT
 
     p = row.get("provider") or (row.get("info") or {}).get("provider")
     if p:

@@ -1,5 +1,5 @@
 """Percentiles, per-round ratios, and the round-robin over worker processes (the in-process
-loop is ``edge_classify.runtime.timing.alternate``)."""
+loop is ``edge_classify.runtime.engines.timing.alternate``)."""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def edge(spec: dict) -> System:
     import sys
 
     from edge_classify.runtime import Classifier
-    from edge_classify.runtime.providers import GPU_PROVIDERS
+    from edge_classify.runtime.engines.providers import GPU_PROVIDERS
 
     status: list[str] = []
 
@@ -178,7 +178,7 @@ def openvino(spec: dict) -> System:
     by default on CPUs with AMX, which a row labelled "fp32" would hide.
     """
     import openvino as ov
-    from edge_classify.runtime.openvino_runner import computed_precision, hardware_bf16, type_name
+    from edge_classify.runtime.engines.openvino_runner import computed_precision, hardware_bf16, type_name
 
     core = ov.Core()
     source = core.read_model(str(spec["model"]))
@@ -223,8 +223,8 @@ def nncf_quantize(spec: dict) -> dict:
     saved as OpenVINO IR: the peer's own INT8, next to ours on the same photos."""
     import nncf
     import openvino as ov
-    from edge_classify.runtime.contract import PreprocessSpec
-    from edge_classify.runtime.preprocess import preprocess as prep
+    from edge_classify.runtime.model.contract import PreprocessSpec
+    from edge_classify.runtime.images.preprocess import preprocess as prep
 
     t0 = time.perf_counter()
     x = prep([Path(p) for p in spec["calib"]], PreprocessSpec.from_dict(spec["preprocess"]))
@@ -238,12 +238,12 @@ def nncf_quantize(spec: dict) -> dict:
 
 # --- preprocessing -------------------------------------------------------------------
 def preprocess(spec: dict) -> System:
-    from edge_classify.runtime.contract import PreprocessSpec
+    from edge_classify.runtime.model.contract import PreprocessSpec
 
     photos = [Path(p) for p in spec["photos"]]
     pspec = PreprocessSpec.from_dict(spec["preprocess"])
     if spec["impl"] == "opencv":
-        from edge_classify.runtime import preprocess as prep
+        from edge_classify.runtime.images import preprocess as prep
 
         return System(spec["name"], "preprocess", "fp32", lambda _x: prep.preprocess(photos, pspec))
 
@@ -272,6 +272,6 @@ def nncf_available() -> bool:
 def ort_openvino_ep_available() -> bool:
     """True when onnxruntime is the onnxruntime-openvino build (OpenVINO execution provider)."""
     import onnxruntime as ort
-    from edge_classify.runtime.providers import ALIASES
+    from edge_classify.runtime.engines.providers import ALIASES
 
     return ALIASES["openvino"] in ort.get_available_providers()

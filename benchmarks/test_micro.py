@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from edge_classify.benchmarks.inference import input_range, input_shape
-from edge_classify.runtime import preprocess
+from edge_classify.runtime.images import preprocess
 
 
 @pytest.mark.benchmark(group="preprocess (all sample photos)")

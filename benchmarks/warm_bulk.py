@@ -28,7 +28,7 @@ from .stats import spread
 
 def _jpegs(photos: list[Path], n: int, folder: Path) -> list[Path]:
     import cv2
-    from edge_classify.runtime import preprocess
+    from edge_classify.runtime.images import preprocess
 
     paths = []
     for i in range(n):  # distinct files: real photos re-encoded at varying quality
@@ -44,7 +44,7 @@ def _decode_all(clf, paths: list[Path]) -> None:
         for _ in clf._prepared_batches(iter(paths)):
             pass
         return
-    from edge_classify.runtime import preprocess
+    from edge_classify.runtime.images import preprocess
 
     spec = clf.contract.preprocess
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -53,7 +53,8 @@ def _decode_all(clf, paths: list[Path]) -> None:
 
 def run(model: Path, photos: list[Path], n: int, rounds: int, say, batch: int = 8,
         gap_s: float = 0.05, providers: str = "auto") -> dict:
-    from edge_classify.runtime import Classifier, preprocess
+    from edge_classify.runtime import Classifier
+    from edge_classify.runtime.images import preprocess
 
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-bulk-"))
     try:

@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from edge_classify.runtime.contract import ModelContract
+from edge_classify.runtime.model.contract import ModelContract
 
 from . import partials
 

@@ -1,6 +1,6 @@
 """What a Keras classifier's output holds: found in the graph where it shows, else asked for.
 
-``--head`` values and what they become in the contract (runtime/heads.py):
+``--head`` values and what they become in the contract (runtime/model/heads.py):
 
 ==================  ===================================  =========================
 ``--head``          final layer                          contract (head, output)

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from edge_classify.runtime.contract import LabelSet
+from edge_classify.runtime.model.contract import LabelSet
 from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_classify.runtime.orphans import orphaned
+from edge_classify.runtime.cache.orphans import orphaned
 
 LEGACY_S = 3600  # entries named before PIDs were (older versions): stale after an hour
 

@@ -9,7 +9,7 @@ target paths until every model has passed its gate; writes are atomic.
 BF16 writes no file of its own: it is a way to run the FP32 file (OpenVINO's bf16 hint on a
 CPU with native BF16). ``bf16=True`` measures its fidelity against the FP32 model and
 stores the figure in the FP32 model's contract (``parity["bf16"]``), which is what lets the
-runtime run BF16 at all (``runtime/engines.compute_precision``).
+runtime run BF16 at all (``runtime/policy.compute_precision``).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_classify.runtime import __version__, engines
-from edge_classify.runtime.compare import compare
-from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo
+from edge_classify.runtime import __version__
+from edge_classify.runtime.engines import policy
+from edge_classify.runtime.model.compare import compare
+from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo
 from edge_classify.runtime.errors import EXIT_PARITY, EXIT_USAGE, EdgeClassifyError, first_line
-from edge_classify.runtime.files import images_in
-from edge_classify.runtime.paths import variant_path
-from edge_classify.runtime.runners import BF16_EMULATED
+from edge_classify.runtime.images.files import images_in
+from edge_classify.runtime.cache.paths import variant_path
+from edge_classify.runtime.engines.runners import BF16_EMULATED
 
 from . import convert, graph_passes, keras_model, labels as label_files, partials, quantize, sources, user_model, verify
 from . import precision as choose_precision
@@ -246,7 +247,7 @@ def export_model(
         bf16_ok, bf16_why = choose_precision.bf16_support(hardware_bf16)
     # --bf16 without native BF16: OpenVINO may still emulate it (AVX-512); measured and
     # recorded as emulated, never a candidate (_measure_bf16).
-    bf16_measure = bf16_ok or (bf16 and "openvino" in engines.installed())
+    bf16_measure = bf16_ok or (bf16 and "openvino" in policy.installed())
     file_formats = [FORMATS["fp32"]] + ([FORMATS["fp16"]] if fp16 else [])
     stages = (["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras"]
               + (["quantize to INT8"] if int8 else []) + (["measure BF16"] if bf16_measure else [])
@@ -365,15 +366,15 @@ def export_model(
         del written, data
         release_memory()
         # Likewise the engine choice: where two engines are installed, `auto` measures the
-        # first runs of a model on this machine (runtime/engines.py); do them now.
+        # first runs of a model on this machine (runtime/policy.py); do them now.
         from edge_classify.runtime.classifier import Classifier
 
         for f in result.files:
-            for _ in range(engines.SAMPLES):
+            for _ in range(policy.SAMPLES):
                 clf = Classifier(f.path)
                 if not clf.engine_choice.fresh:
                     break
-            if len(engines.installed()) > 1:
+            if len(policy.installed()) > 1:
                 _say(progress, f"{f.path.name}: edge-classify runs it on {clf.runner.engine} here "
                                f"({clf.engine_choice.reason.split(': ', 1)[-1]})")
             del clf
@@ -449,7 +450,7 @@ def _check_original(source, images, settled, progress) -> dict:
     """The model as given vs the copy that is converted (augmentation stripped, float32):
     stripping must not change predictions; float32 vs mixed precision moves them by about
     FP16's rounding, so that comparison uses FP16's gate."""
-    from edge_classify.runtime import heads
+    from edge_classify.runtime.model import heads
 
     raw = verify.keras_reference(source.original, images, settled.preprocess)
     gate = FORMATS["fp16"] if any("float32" in c for c in source.changes) else FORMATS["fp32"]
@@ -485,9 +486,9 @@ def _int8(cands, calib_set, method, acts, min_agreement, auto, contract_for, pro
     f8 = fidelity["int8"]
     passed = min_agreement is None or f8["top1_agreement"] >= min_agreement
     # Engines quantize differently: the runtime's `auto` runs this file on OpenVINO only
-    # with OpenVINO's own figure (runtime/engines.unverified).
+    # with OpenVINO's own figure (runtime/policy.unverified).
     other_engines = {}
-    if "openvino" in engines.installed():
+    if "openvino" in policy.installed():
         ov_int8 = Classifier(q, engine="openvino")
         other_engines["openvino"] = compare(fp32_holdout, ov_int8.predict(holdout)).fidelity()
         ov_int8.runner.close()
@@ -535,7 +536,7 @@ def _choose(cands, fidelity, bar, bf16, bf16_why, bf16_figure, prog, progress):
     names = list(cands)
     detail = f"fastest candidate with top-1 agreement >= {bar}"
     if "bf16" in cands:
-        detail += f" (bf16: >= {max(bar, engines.BF16_BAR)})"
+        detail += f" (bf16: >= {max(bar, policy.BF16_BAR)})"
     with prog.stage("choose precision", detail):
         latency = choose_precision.latency_p50_ms({p: c.classifier for p, c in cands.items()})
         agreement = {"fp32": 1.0, **{p: fidelity[p]["top1_agreement"] for p in names[1:]}}

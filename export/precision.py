@@ -9,7 +9,7 @@ an answer. The decision and its numbers go into the model's metadata.
 **BF16 is a precision of its own, never a silent substitute.** No BF16 file exists: BF16
 is a way to run the FP32 file. Its fidelity is measured at export (``measure_bf16``) and
 stored in the FP32 model's contract as ``parity["bf16"]``; the runtime
-(``runtime/engines.compute_precision``) runs BF16 with ``--precision auto`` only when that
+(``runtime/policy.compute_precision``) runs BF16 with ``--precision auto`` only when that
 figure is there and passed. Where BF16 cannot be measured (no OpenVINO, or a CPU where
 OpenVINO computes f32 when told bf16) the model gets no figure, so the runtime never runs
 BF16 for it. On a CPU that only emulates bf16 (AVX-512 without AVX512-BF16/AMX) BF16 is no
@@ -24,8 +24,8 @@ import statistics
 
 import numpy as np
 
-from edge_classify.runtime.runners import BF16_EMULATED
-from edge_classify.runtime.timing import alternate
+from edge_classify.runtime.engines.runners import BF16_EMULATED
+from edge_classify.runtime.engines.timing import alternate
 
 DEFAULT_AGREEMENT_BAR = 0.99
 BF16_LABEL = "bf16 (runs the FP32 file with OpenVINO in BF16)"
@@ -59,7 +59,7 @@ def choose(agreement: dict[str, float], latency_ms: dict[str, float], bar: float
     """(chosen precision, one-line reason): fastest whose top-1 agreement >= its bar.
 
     A candidate's bar is ``max(bar, floors[candidate])``: BF16's never drops below the
-    runtime's (``engines.BF16_BAR``), or export would choose a BF16 the runtime refuses.
+    runtime's (``policy.BF16_BAR``), or export would choose a BF16 the runtime refuses.
     """
     floors = floors or {}
 
@@ -81,8 +81,8 @@ def choose(agreement: dict[str, float], latency_ms: dict[str, float], bar: float
 # --- BF16: measured, gated, recorded ----------------------------------------------------
 def detect_hardware_bf16() -> bool:
     """Does OpenVINO find native BF16 (AMX-BF16 / AVX512-BF16) on this CPU?"""
-    from edge_classify.runtime import deps
-    from edge_classify.runtime.openvino_runner import hardware_bf16
+    from edge_classify.runtime.host import deps
+    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
 
     return hardware_bf16(deps.openvino())
 
@@ -90,9 +90,9 @@ def detect_hardware_bf16() -> bool:
 def bf16_support(hardware_bf16: bool | None = None) -> tuple[bool, str]:
     """(can BF16 be measured here, why not). ``hardware_bf16`` overrides the CPU's answer
     (tests); ``None`` asks OpenVINO."""
-    from edge_classify.runtime import engines
+    from edge_classify.runtime.engines import policy
 
-    if "openvino" not in engines.installed():
+    if "openvino" not in policy.installed():
         return False, "OpenVINO is not installed (pip install 'edge-classify[openvino]'), and only OpenVINO runs BF16"
     has = detect_hardware_bf16() if hardware_bf16 is None else bool(hardware_bf16)
     if not has:
@@ -101,9 +101,9 @@ def bf16_support(hardware_bf16: bool | None = None) -> tuple[bool, str]:
 
 
 def cpu_name() -> str:
-    from edge_classify.runtime import engines
+    from edge_classify.runtime.engines import policy
 
-    return engines.cpu_signature().split("|", 1)[0] or platform.machine()
+    return policy.cpu_signature().split("|", 1)[0] or platform.machine()
 
 
 def bf16_classifier(fp32_model: bytes):
@@ -129,10 +129,10 @@ def measure_bf16(classifier, images: list, reference: np.ndarray, bar: float,
     ``classifier``: ``bf16_classifier(fp32 bytes)``; ``reference``: the FP32 ONNX model's
     probabilities on ``images``. ``bar`` is never below the runtime's own floor.
     """
-    from edge_classify.runtime import engines
+    from edge_classify.runtime.engines import policy
 
     f = bf16_fidelity(reference, classifier.predict(images))
-    bar = max(bar, engines.BF16_BAR)
+    bar = max(bar, policy.BF16_BAR)
     ran = classifier.runner.precision  # what OpenVINO says it computed
     extra = {}
     if ran == BF16_EMULATED:  # the pipeline adds its speed (emulated_speed)
@@ -148,7 +148,7 @@ def measure_bf16(classifier, images: list, reference: np.ndarray, bar: float,
         "passed": f["top1_agreement"] >= bar and ran == "bf16",
         **extra,
         "engine": "openvino",
-        "openvino": engines.engine_versions(["openvino"]).get("openvino", ""),
+        "openvino": policy.engine_versions(["openvino"]).get("openvino", ""),
         "openvino_precision": ran,
         "cpu": cpu_name(),
     }

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_classify.runtime import preprocess
-from edge_classify.runtime.contract import PreprocessSpec
+from edge_classify.runtime.images import preprocess
+from edge_classify.runtime.model.contract import PreprocessSpec
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.files import images_in, is_image_name
+from edge_classify.runtime.images.files import images_in, is_image_name
 
 from . import partials
 
@@ -150,6 +150,6 @@ def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, in
 
 def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """How closely a reduced-precision model follows FP32 on the same (held-out) images."""
-    from edge_classify.runtime.compare import compare
+    from edge_classify.runtime.model.compare import compare
 
     return compare(reference, candidate).fidelity()

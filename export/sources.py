@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_classify.runtime.contract import LabelSet
+from edge_classify.runtime.model.contract import LabelSet
 from edge_classify.runtime.errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
 
 from . import keras_model, user_model

@@ -2,7 +2,7 @@
 
 The reference is exactly what a Keras user runs: ``keras.utils.load_img`` ->
 ``img_to_array`` -> the model's preprocessing -> ``model.predict``, turned into
-probabilities by the contract's head (runtime/heads.py). The candidate is the runtime end
+probabilities by the contract's head (runtime/model/heads.py). The candidate is the runtime end
 to end (OpenCV decode, preprocessing from the model's contract, ONNX Runtime). So the
 check covers conversion *and* the preprocessing contract.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_classify.runtime.compare import Comparison, compare
-from edge_classify.runtime.contract import PreprocessSpec
+from edge_classify.runtime.model.compare import Comparison, compare
+from edge_classify.runtime.model.contract import PreprocessSpec
 
 from .formats import gate
 

@@ -19,12 +19,16 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import codec_messages, deps, engines, heads, model_check, tensorrt, onnx_meta, preprocess, session_cache
-from .compare import topk_indices
-from .contract import ModelContract
+from .images import codec_messages, preprocess
+from .host import deps
+from .engines import policy, tensorrt
+from .model import heads, checks, onnx_meta
+from .cache import store
+from .model.compare import topk_indices
+from .model.contract import ModelContract
 from .errors import EdgeClassifyError, InputError, first_line
-from .preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
-from .providers import (GPU_PROVIDERS, SHORT, check_used, default_trt_cache_dir, plan_providers,
+from .images.preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
+from .engines.providers import (GPU_PROVIDERS, SHORT, check_used, default_trt_cache_dir, plan_providers,
                         unusable_gpu_providers)
 
 
@@ -108,9 +112,9 @@ class Classifier:
     """An exported model with its contract, ready to classify.
 
     ``model`` is a path or the serialized ONNX bytes. ``engine`` is ``auto``,
-    ``onnxruntime`` or ``openvino`` (see engines.py); ``providers`` (ONNX Runtime's) is
+    ``onnxruntime`` or ``openvino`` (see policy.py); ``providers`` (ONNX Runtime's) is
     ``auto``, ``cpu``, ``cuda``, ``tensorrt`` or ``openvino`` (see providers.py);
-    ``precision`` is ``auto``, ``fp32`` or ``bf16`` (BF16 only on evidence: engines.py).
+    ``precision`` is ``auto``, ``fp32`` or ``bf16`` (BF16 only on evidence: policy.py).
     ``available_providers`` / ``available_engines`` / ``hardware_bf16`` override what this
     machine reports (for tests). ``images_hint``: how many images this instance will
     classify, when known (the CLI passes it): a small run goes to the engine that starts leaner.
@@ -166,8 +170,8 @@ class Classifier:
         self._available_providers = available_providers
         self._hw_bf16 = hardware_bf16
         self._images_hint = images_hint
-        installed = engines.installed() if available_engines is None else list(available_engines)
-        requested_engine = engines.check_requested(engine, installed, providers, device)
+        installed = policy.installed() if available_engines is None else list(available_engines)
+        requested_engine = policy.check_requested(engine, installed, providers, device)
         self._device = device or "CPU"
         self._precision_request = precision
         model_stat = cache = None
@@ -192,7 +196,7 @@ class Classifier:
             self.contract = _read_contract(source, name)
             listed = self._ort_providers(installed)
             usable = [p for p in listed if p not in self._unusable(listed)]
-            choice = engines.decide_without_measuring(requested_engine, installed, providers, usable)
+            choice = policy.decide_without_measuring(requested_engine, installed, providers, usable)
             if choice is None:
                 choice = self._auto_choice(source, cache, installed)
             self.engine_choice = choice
@@ -204,7 +208,7 @@ class Classifier:
                 # Hashed one file, loaded another: the cache key and model_sha256 would lie.
                 raise EdgeClassifyError(f"model {name} changed while it was being loaded",
                                         hint="run again once the file is complete")
-            model_check.check(self.contract, self.runner.inputs, self.runner.outputs, name)
+            checks.check(self.contract, self.runner.inputs, self.runner.outputs, name)
             if cache is not None:  # only a model that passed its checks is cached
                 if hashed:
                     cache.remember_digest(model_stat, self.model_sha256)
@@ -260,33 +264,33 @@ class Classifier:
 
     def _open_cache(self):
         """The per-machine cache (optimised graphs, compiled blobs, engine choices), or None."""
-        if not session_cache.enabled():
+        if not store.enabled():
             return None
         try:
-            return session_cache.CacheDir()
-        except session_cache.Refused as exc:
+            return store.CacheDir()
+        except store.Refused as exc:
             self.cache_warning = f"optimised-graph cache not used: {exc}"
             return None
 
     def _compute(self, engine: str) -> str:
-        """fp32 or bf16 for this engine (engines.compute_precision); remembers why."""
+        """fp32 or bf16 for this engine (policy.compute_precision); remembers why."""
         bf16 = False
         if engine == "openvino" and self.contract.model.precision == "fp32":
             bf16 = self._hw_bf16 if self._hw_bf16 is not None else _openvino_bf16(self._device)
-        compute, self.precision_reason = engines.compute_precision(
+        compute, self.precision_reason = policy.compute_precision(
             self._precision_request, engine, self.contract.model.precision, bf16,
             (self.contract.parity or {}).get("bf16"))
         return compute
 
     def _make_runner(self, engine: str, source, cache):
         if engine == "openvino":
-            from .openvino_runner import OpenVinoRunner
+            from .engines.openvino_runner import OpenVinoRunner
 
             compute = self._compute(engine)
             return OpenVinoRunner(deps.openvino(), source, self.contract.model.precision, compute, self._threads,
                                   device=self._device, cache=cache if self.model_path is not None else None,
                                   model_sha256=self.model_sha256, first_batch=self._fixed_batch_or(1))
-        from .ort_runner import OrtRunner
+        from .engines.ort_runner import OrtRunner
 
         self._compute(engine)  # validates the request (bf16 needs OpenVINO)
         ort = deps.onnxruntime()
@@ -333,32 +337,32 @@ class Classifier:
     def _fixed_batch_or(self, n: int) -> int:
         return self.contract.model.batch or n
 
-    def _auto_choice(self, source, cache, installed) -> engines.EngineChoice:
+    def _auto_choice(self, source, cache, installed) -> policy.EngineChoice:
         """Both engines installed, nothing forces one: the measured choice for this model,
         CPU and engine versions (measured now and remembered), or the prior without a cache."""
         if (self._precision_request or "").lower() == "bf16":
-            return engines.EngineChoice("openvino", "--precision bf16 runs on OpenVINO only")
+            return policy.EngineChoice("openvino", "--precision bf16 runs on OpenVINO only")
         m = self.contract.model
-        barred = {e: why for e in engines.ENGINES if (why := engines.unverified(e, m.precision, self.contract.parity))}
+        barred = {e: why for e in policy.ENGINES if (why := policy.unverified(e, m.precision, self.contract.parity))}
         if len(barred) == 1:
             (other, why), = barred.items()
-            keep = next(e for e in engines.ENGINES if e != other)
-            return engines.EngineChoice(keep, f"{other} not considered: {why}")
-        small = engines.small_run(self._images_hint, [e for e in engines.ENGINES if e not in barred])
+            keep = next(e for e in policy.ENGINES if e != other)
+            return policy.EngineChoice(keep, f"{other} not considered: {why}")
+        small = policy.small_run(self._images_hint, [e for e in policy.ENGINES if e not in barred])
         if small is not None:
             return small
         if cache is None or m.batch:
-            return engines.prior(m.precision, self._compute("openvino") == "bf16")
-        key = engines.choice_key(self.model_sha256, engines.cpu_signature(), engines.engine_versions(installed),
+            return policy.prior(m.precision, self._compute("openvino") == "bf16")
+        key = policy.choice_key(self.model_sha256, policy.cpu_signature(), policy.engine_versions(installed),
                                  self._precision_request, self._threads)
-        known = engines.load_choice(cache, key)  # before anything imports the engine that is not chosen
+        known = policy.load_choice(cache, key)  # before anything imports the engine that is not chosen
         if known is not None and known.settled:
-            choice = engines.pick(engines.combine(known.samples))
+            choice = policy.pick(policy.combine(known.samples))
             choice.reason = "measured on this machine earlier: " + choice.reason.split(": ", 1)[-1]
             choice.samples = known.samples
             return choice
         runners, failed = {}, {}
-        for e in engines.ENGINES:
+        for e in policy.ENGINES:
             try:
                 runners[e] = self._make_runner(e, source, cache)
             except EdgeClassifyError:
@@ -372,7 +376,7 @@ class Classifier:
                                         hint="re-export it with `export-model`")
             (engine, runner), = runners.items()
             self.runner = runner
-            return engines.EngineChoice(engine, "; ".join(f"{e} cannot load this model ({why})"
+            return policy.EngineChoice(engine, "; ".join(f"{e} cannot load this model ({why})"
                                                           for e, why in failed.items()))
         h, w = self.contract.preprocess.input_size
         shape = (1, h, w, 3) if self.contract.preprocess.layout == "NHWC" else (1, 3, h, w)
@@ -380,9 +384,9 @@ class Classifier:
         batch = min(self.batch_size, 8)
         try:
             for r in runners.values():
-                model_check.check(self.contract, r.inputs, r.outputs, self._name)  # before running anything
-            samples = (known.samples if known else []) + [engines.measure(runners, sample, batch)]
-            choice = engines.pick(engines.combine(samples))
+                checks.check(self.contract, r.inputs, r.outputs, self._name)  # before running anything
+            samples = (known.samples if known else []) + [policy.measure(runners, sample, batch)]
+            choice = policy.pick(policy.combine(samples))
             choice.samples, choice.fresh = samples, True
         except Exception:
             for r in runners.values():
@@ -393,8 +397,8 @@ class Classifier:
                 self.runner = r
             else:
                 r.close()
-        engines.save_choice(cache, key, choice)
-        choice.reason = (f"measured now (run {len(samples)} of {engines.SAMPLES} that measure): "
+        policy.save_choice(cache, key, choice)
+        choice.reason = (f"measured now (run {len(samples)} of {policy.SAMPLES} that measure): "
                          + choice.reason.split(": ", 1)[-1])
         return choice
 
@@ -437,7 +441,7 @@ class Classifier:
         m = self.contract.model
         out = np.concatenate(outs) if outs else np.zeros((0, m.width), np.float32)
         if not self._width_checked and outs:
-            model_check.check_output_width(self.contract, out.shape[-1] if out.ndim == 2 else -1, self._name)
+            checks.check_output_width(self.contract, out.shape[-1] if out.ndim == 2 else -1, self._name)
             self._width_checked = True
         return heads.probabilities(out, m.head, m.output)
 
@@ -582,7 +586,7 @@ def _digest(path: Path, cache) -> tuple[os.stat_result, str, bool]:
         try:
             st = os.fstat(fd)
             known = cache.remembered_digest(st) if cache is not None else None
-            return (st, known, False) if known else (st, session_cache.sha256_fd(fd), True)
+            return (st, known, False) if known else (st, store.sha256_fd(fd), True)
         finally:
             os.close(fd)
     except OSError as exc:
@@ -609,7 +613,7 @@ def _read_contract(source, name) -> ModelContract:
 
 
 def _openvino_bf16(device: str = "CPU") -> bool:
-    from .openvino_runner import hardware_bf16
+    from .engines.openvino_runner import hardware_bf16
 
     return hardware_bf16(deps.openvino(), device)
 

@@ -22,7 +22,7 @@ decisions, never BF16 numerics.
 
 from __future__ import annotations
 
-from edge_classify.runtime import openvino_runner
+from edge_classify.runtime.engines import openvino_runner
 
 # kind -> (native BF16 in OPTIMIZATION_CAPABILITIES, precision reported when told bf16)
 KINDS = {

@@ -28,9 +28,10 @@ import cpu_kinds
 from edge_classify.export import cli as export_cli
 from edge_classify.export import keras_model, verify
 from edge_classify.export import precision as prec
-from edge_classify.runtime import Classifier, engines
+from edge_classify.runtime import Classifier
+from edge_classify.runtime.engines import policy
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.runners import BF16_EMULATED
+from edge_classify.runtime.engines.runners import BF16_EMULATED
 
 pytest.importorskip("openvino")
 
@@ -125,12 +126,12 @@ def test_bf16_support_reasons(monkeypatch):
     assert prec.bf16_support(hardware_bf16=True) == (True, "")
     ok, why = prec.bf16_support(hardware_bf16=False)
     assert not ok and "no native BF16" in why
-    monkeypatch.setattr(engines, "installed", lambda: ["onnxruntime"])
+    monkeypatch.setattr(policy, "installed", lambda: ["onnxruntime"])
     ok, why = prec.bf16_support(hardware_bf16=True)
     assert not ok and "OpenVINO is not installed" in why
     monkeypatch.undo()
-    from edge_classify.runtime import deps
-    from edge_classify.runtime.openvino_runner import hardware_bf16
+    from edge_classify.runtime.host import deps
+    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
 
     assert prec.bf16_support()[0] == hardware_bf16(deps.openvino())  # undisturbed: the CPU's own answer
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import script
 from edge_classify.runtime import Classifier
-from edge_classify.runtime.cli import main
+from edge_classify.runtime.apps.classify import main
 
 LINE = re.compile(r"^(\d+)\. (\S+): (\d+\.\d\d)%$")
 
@@ -135,7 +135,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 def test_classifying_never_imports_tensorflow(exported, photos):
     code = f"""
 import sys
-from edge_classify.runtime.cli import main
+from edge_classify.runtime.apps.classify import main
 rc = main(["--model", {str(exported["fp32"])!r}, {str(photos[0])!r}])
 heavy = sorted(m for m in ("tensorflow", "keras", "tf2onnx", "onnx", "PIL") if m in sys.modules)
 print("RC", rc, "HEAVY", heavy)
@@ -148,7 +148,7 @@ print("RC", rc, "HEAVY", heavy)
 def test_help_imports_nothing_heavy():
     code = """
 import sys
-from edge_classify.runtime.cli import main
+from edge_classify.runtime.apps.classify import main
 try:
     main(["--help"])
 except SystemExit:
@@ -193,15 +193,15 @@ def test_optimised_graph_cache(exported, photos, tmp_path, monkeypatch):
     """Second start loads the cached optimised graph; results are identical; damage heals."""
     import shutil
 
-    from edge_classify.runtime import session_cache
+    from edge_classify.runtime.cache import store
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     model = tmp_path / "m.onnx"
     shutil.copy(exported["fp32"], model)
     first = Classifier(model, providers="cpu")
     assert first.cache_status == "stored"
-    key = session_cache.entry_key(first.model_sha256, __import__("onnxruntime").__version__, "all")
-    cached = session_cache.cache_dir() / f"{key}.onnx"
+    key = store.entry_key(first.model_sha256, __import__("onnxruntime").__version__, "all")
+    cached = store.cache_dir() / f"{key}.onnx"
     assert cached.is_file()
     second = Classifier(model, providers="cpu")
     assert second.cache_status == "hit" and second.contract == first.contract

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_classify.runtime.compare import compare
+from edge_classify.runtime.model.compare import compare
 
 
 def probs(rows):

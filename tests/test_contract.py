@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_classify.runtime.contract import (
+from edge_classify.runtime.model.contract import (
     PREFIX, LabelSet, ModelContract, ModelInfo, PreprocessSpec,
 )
 from edge_classify.runtime.errors import EdgeClassifyError

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 from conftest import script
-from edge_classify.runtime import doctor, doctor_facts
-from edge_classify.runtime.doctor import FAIL, NOTE, OK, WARN, diagnose, exit_code
+from edge_classify.runtime.apps import doctor, doctor_facts
+from edge_classify.runtime.apps.doctor import FAIL, NOTE, OK, WARN, diagnose, exit_code
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -383,7 +383,7 @@ def test_edge_doctor_on_a_tiny_model(tmp_path):
     optimised = onnx.load(str(tmp_path / "optimised.onnx")).graph.node
     assert 0 < len(optimised) <= len(onnx.load(str(model)).graph.node)
 
-    code = ("import sys; from edge_classify.runtime.doctor import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from edge_classify.runtime.apps.doctor import main; rc = main(sys.argv[1:]); "
             "assert 'tensorflow' not in sys.modules, 'edge-doctor imported TensorFlow'; sys.exit(rc)")
     tmp = tmp_path / "tmp"
     tmp.mkdir()

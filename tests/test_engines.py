@@ -11,9 +11,11 @@ import pytest
 
 import cpu_kinds
 import tiny_models
-from edge_classify.runtime import Classifier, engines, onnx_meta
+from edge_classify.runtime import Classifier
+from edge_classify.runtime.engines import policy
+from edge_classify.runtime.model import onnx_meta
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.runners import BF16_EMULATED
+from edge_classify.runtime.engines.runners import BF16_EMULATED
 
 BOTH = ["onnxruntime", "openvino"]
 PASSING_BF16 = {"bf16": {"top1_agreement": 1.0, "bar": 0.99, "images": 8, "passed": True}}
@@ -39,7 +41,7 @@ def tiny(tmp_path):
 # --- policy: pure functions over injected facts ---------------------------------------
 def test_unknown_engine_is_a_usage_error():
     with pytest.raises(EdgeClassifyError) as e:
-        engines.check_requested("tensorflow", BOTH, "auto")
+        policy.check_requested("tensorflow", BOTH, "auto")
     assert e.value.exit_code == 2 and "onnxruntime" in e.value.hint
 
 
@@ -53,7 +55,7 @@ def test_naming_an_engine_that_is_not_installed_lists_what_is(tiny):
 
 def test_an_onnxruntime_provider_with_the_openvino_engine_is_refused():
     with pytest.raises(EdgeClassifyError) as e:
-        engines.check_requested("openvino", BOTH, "cuda")
+        policy.check_requested("openvino", BOTH, "cuda")
     assert e.value.exit_code == 2
 
 
@@ -70,7 +72,7 @@ def test_an_onnxruntime_provider_with_the_openvino_engine_is_refused():
     ("auto", BOTH, "auto", ["OpenVINOExecutionProvider", "CPUExecutionProvider"], None),
 ])
 def test_auto_policy_without_measuring(requested, available, provider, ort_providers, want):
-    choice = engines.decide_without_measuring(requested, available, provider, ort_providers)
+    choice = policy.decide_without_measuring(requested, available, provider, ort_providers)
     assert (choice.engine if choice else None) == want
     if choice:
         assert choice.reason
@@ -81,26 +83,26 @@ def test_combine_takes_medians_over_runs_so_one_busy_run_does_not_decide():
              "openvino": {"batch1_ms": 75.0, "batchN_ms_per_image": 104.0, "n": 8}}] + [
             {"onnxruntime": {"batch1_ms": 43.6 + i, "batchN_ms_per_image": 43.2, "n": 8},
              "openvino": {"batch1_ms": 43.7 + i, "batchN_ms_per_image": 43.8, "n": 8}} for i in range(2)]
-    assert engines.pick(engines.combine(runs[:1])).engine == "openvino"
-    assert engines.pick(engines.combine(runs)).engine == "onnxruntime"
+    assert policy.pick(policy.combine(runs[:1])).engine == "openvino"
+    assert policy.pick(policy.combine(runs)).engine == "onnxruntime"
 
 
 def test_pick_takes_the_lower_geometric_mean_of_batch_1_and_batch_n():
     measured = {"onnxruntime": {"batch1_ms": 24.0, "batchN_ms_per_image": 22.0, "n": 8},
                 "openvino": {"batch1_ms": 22.0, "batchN_ms_per_image": 21.0, "n": 8}}
-    assert engines.pick(measured).engine == "openvino"
+    assert policy.pick(measured).engine == "openvino"
     measured["openvino"]["batchN_ms_per_image"] = 30.0  # faster alone, much slower in batches
-    choice = engines.pick(measured)
+    choice = policy.pick(measured)
     assert choice.engine == "onnxruntime" and "24.0 ms" in choice.reason
     measured["openvino"].update(batch1_ms=23.5, batchN_ms_per_image=21.8)  # within 3%: a tie
-    assert engines.pick(measured).engine == "onnxruntime"
+    assert policy.pick(measured).engine == "onnxruntime"
 
 
 def test_a_small_run_goes_to_the_leaner_start_up_without_measuring(tmp_path, monkeypatch):
-    assert engines.small_run(1, BOTH).engine == "onnxruntime"
-    assert engines.small_run(engines.SMALL_RUN + 1, BOTH) is None  # then per-image speed decides
-    assert engines.small_run(None, BOTH) is None  # a long-lived Classifier: unknown workload
-    assert engines.small_run(1, ["openvino"]) is None  # ONNX Runtime barred or absent
+    assert policy.small_run(1, BOTH).engine == "onnxruntime"
+    assert policy.small_run(policy.SMALL_RUN + 1, BOTH) is None  # then per-image speed decides
+    assert policy.small_run(None, BOTH) is None  # a long-lived Classifier: unknown workload
+    assert policy.small_run(1, ["openvino"]) is None  # ONNX Runtime barred or absent
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
                      available_providers=["CPUExecutionProvider"], images_hint=1)
@@ -109,9 +111,9 @@ def test_a_small_run_goes_to_the_leaner_start_up_without_measuring(tmp_path, mon
 
 
 def test_prior_is_used_only_for_its_cases():
-    assert engines.prior("int8", False).engine == "openvino"
-    assert engines.prior("fp32", False).engine == "onnxruntime"
-    assert engines.prior("fp32", True).engine == "openvino"
+    assert policy.prior("int8", False).engine == "openvino"
+    assert policy.prior("fp32", False).engine == "onnxruntime"
+    assert policy.prior("fp32", True).engine == "openvino"
 
 
 # --- BF16: never chosen without its fidelity figure -----------------------------------
@@ -126,7 +128,7 @@ def test_prior_is_used_only_for_its_cases():
     ("openvino", "fp16", True, {"top1_agreement": 1.0, "bar": 0.99}, "fp32"),
 ])
 def test_auto_precision_needs_a_passing_bf16_figure(engine, precision, hw, fidelity, want):
-    got, why = engines.compute_precision("auto", engine, precision, hw, fidelity)
+    got, why = policy.compute_precision("auto", engine, precision, hw, fidelity)
     assert got == want and why
     if want == "bf16":
         assert "0.995" in why  # the report can quote the evidence
@@ -134,17 +136,17 @@ def test_auto_precision_needs_a_passing_bf16_figure(engine, precision, hw, fidel
 
 def test_a_bf16_figure_measured_while_openvino_computed_f32_does_not_count():
     fig = {"top1_agreement": 1.0, "bar": 0.99, "openvino_precision": "fp32"}
-    got, why = engines.compute_precision("auto", "openvino", "fp32", True, fig)
+    got, why = policy.compute_precision("auto", "openvino", "fp32", True, fig)
     assert got == "fp32" and "computed fp32" in why
 
 
 def test_explicit_bf16_fails_clearly_where_it_cannot_run():
     with pytest.raises(EdgeClassifyError, match="openvino engine only"):
-        engines.compute_precision("bf16", "onnxruntime", "fp32", True, None)
+        policy.compute_precision("bf16", "onnxruntime", "fp32", True, None)
     with pytest.raises(EdgeClassifyError, match="no native BF16"):
-        engines.compute_precision("bf16", "openvino", "fp32", False, None)
-    assert engines.compute_precision("bf16", "openvino", "fp32", True, None)[0] == "bf16"
-    assert engines.compute_precision("fp32", "openvino", "fp32", True, PASSING_BF16["bf16"])[0] == "fp32"
+        policy.compute_precision("bf16", "openvino", "fp32", False, None)
+    assert policy.compute_precision("bf16", "openvino", "fp32", True, None)[0] == "bf16"
+    assert policy.compute_precision("fp32", "openvino", "fp32", True, PASSING_BF16["bf16"])[0] == "fp32"
 
 
 def test_classifier_on_a_bf16_cpu_without_a_figure_stays_fp32(tmp_path):
@@ -172,7 +174,7 @@ def test_classifier_chooses_bf16_on_evidence_and_reports_what_ran(tmp_path, monk
 
 def test_a_bf16_figure_measured_under_emulation_does_not_count():
     fig = {"top1_agreement": 1.0, "bar": 0.99, "openvino_precision": BF16_EMULATED}
-    got, why = engines.compute_precision("auto", "openvino", "fp32", True, fig)
+    got, why = policy.compute_precision("auto", "openvino", "fp32", True, fig)
     assert got == "fp32" and "emulates bf16" in why and "not evidence" in why
 
 
@@ -186,7 +188,7 @@ def test_a_bf16_figure_measured_under_emulation_does_not_count():
     ("int8", "bf16", True, "int8"), ("int8", "f32", False, "int8"),
 ])
 def test_computed_precision(file_precision, hint, native, want):
-    from edge_classify.runtime.openvino_runner import computed_precision
+    from edge_classify.runtime.engines.openvino_runner import computed_precision
 
     assert computed_precision(file_precision, hint, native) == want
 
@@ -195,7 +197,7 @@ def test_reported_types_are_read_by_their_short_names():
     """``str(ov.Type.bf16)`` is ``<Type: 'bfloat16'>``: matching "bf16" in it read bf16 as fp32."""
     import openvino
 
-    from edge_classify.runtime.openvino_runner import type_name
+    from edge_classify.runtime.engines.openvino_runner import type_name
 
     assert [type_name(t) for t in (openvino.Type.f32, openvino.Type.bf16, openvino.Type.f16)] == ["f32", "bf16", "f16"]
     assert "bf16" not in str(openvino.Type.bf16)
@@ -206,7 +208,7 @@ def test_openvino_told_bf16_reports_what_this_cpu_computes(tiny):
     native-BF16 capability; where it says f32 the output is f32's."""
     import openvino
 
-    from edge_classify.runtime import openvino_runner as ovr
+    from edge_classify.runtime.engines import openvino_runner as ovr
 
     runner = ovr.OpenVinoRunner(openvino, str(tiny), "fp32", "bf16")
     core = ovr.core(openvino)
@@ -226,13 +228,13 @@ def test_choice_key_changes_with_model_cpu_engine_versions_and_request():
     base = dict(model_sha256="a" * 64, cpu="AMD EPYC|avx2 fma", versions={"onnxruntime": "1.32.0",
                                                                            "openvino": "2026.4.1"},
                 precision_request="auto", threads=None)
-    key = engines.choice_key(**base)
+    key = policy.choice_key(**base)
     for change in ({"model_sha256": "b" * 64}, {"cpu": "Intel Xeon|avx512f amx_int8"},
                    {"versions": {"onnxruntime": "1.33.0", "openvino": "2026.4.1"}},
                    {"versions": {"onnxruntime": "1.32.0", "openvino": "2027.0.0"}},
                    {"precision_request": "fp32"}, {"threads": 1}):
-        assert engines.choice_key(**{**base, **change}) != key, change
-    assert engines.choice_key(**base) == key
+        assert policy.choice_key(**{**base, **change}) != key, change
+    assert policy.choice_key(**base) == key
 
 
 def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
@@ -268,7 +270,7 @@ def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
 
 
 def test_auto_falls_back_when_one_engine_cannot_load_the_model(tmp_path, monkeypatch):
-    from edge_classify.runtime import openvino_runner
+    from edge_classify.runtime.engines import openvino_runner
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Exception from src/frontends/onnx: unsupported operation\nmore")
@@ -347,7 +349,7 @@ def test_openvino_runner_matches_onnxruntime_runner_int8(tmp_path, photos):
 
 def test_int8_stand_in_agrees_with_fp32_about_as_well_on_either_engine(exported, photos):
     """The stand-in's INT8 is poor on both engines (near ties), and they differ on which photos:
-    the reason ``auto`` needs each engine's own INT8 figure (engines.unverified)."""
+    the reason ``auto`` needs each engine's own INT8 figure (policy.unverified)."""
     ref = Classifier(exported["fp32"], engine="onnxruntime", providers="cpu").predict(photos).argmax(1)
     agree = {e: float((Classifier(exported["int8"], engine=e).predict(photos).argmax(1) == ref).mean())
              for e in BOTH}
@@ -369,18 +371,18 @@ def test_auto_runs_int8_on_another_engine_only_with_its_own_figure(exported, tmp
     assert clf.runner.engine == "onnxruntime"
     assert "openvino not considered" in clf.engine_choice.reason and "fidelity figure" in clf.engine_choice.reason
     base = {"top1_agreement": 0.99, "min_agreement": None}
-    assert engines.unverified("onnxruntime", "int8", base) is None
-    assert "no INT8 fidelity figure" in engines.unverified("openvino", "int8", base)
-    assert engines.unverified("openvino", "int8", {**base, "engines": {"openvino": {"top1_agreement": 0.985}}}) is None
-    assert "below" in engines.unverified("openvino", "int8", {**base, "engines": {"openvino": {"top1_agreement": 0.97}}})
-    assert "below" in engines.unverified("openvino", "int8", {"top1_agreement": 0.9, "min_agreement": 0.95,
+    assert policy.unverified("onnxruntime", "int8", base) is None
+    assert "no INT8 fidelity figure" in policy.unverified("openvino", "int8", base)
+    assert policy.unverified("openvino", "int8", {**base, "engines": {"openvino": {"top1_agreement": 0.985}}}) is None
+    assert "below" in policy.unverified("openvino", "int8", {**base, "engines": {"openvino": {"top1_agreement": 0.97}}})
+    assert "below" in policy.unverified("openvino", "int8", {"top1_agreement": 0.9, "min_agreement": 0.95,
                                                              "engines": {"openvino": {"top1_agreement": 0.93}}})
-    assert engines.unverified("openvino", "fp32", base) is None  # float files: engines agree to 1e-4 (above)
+    assert policy.unverified("openvino", "fp32", base) is None  # float files: engines agree to 1e-4 (above)
 
 
 @pytest.mark.bf16
 def test_bf16_runner_stays_within_its_tolerance(exported, photos):
-    from edge_classify.runtime.openvino_runner import hardware_bf16
+    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
 
     import openvino
 
@@ -449,7 +451,7 @@ def test_contract_is_read_without_any_engine(exported, tmp_path):
 
 
 def test_an_openvino_device_implies_the_openvino_engine_and_must_exist(tiny, capsys):
-    from edge_classify.runtime.cli import main
+    from edge_classify.runtime.apps.classify import main
 
     clf = Classifier(tiny, device="CPU")
     assert clf.runner.engine == "openvino" and clf.runner.device == "CPU"
@@ -464,7 +466,7 @@ def test_an_openvino_device_implies_the_openvino_engine_and_must_exist(tiny, cap
 
 
 def test_cli_reports_the_engine_and_precision(tiny, photos, capsys):
-    from edge_classify.runtime.cli import main
+    from edge_classify.runtime.apps.classify import main
 
     rc = main(["--model", str(tiny), "--engine", "openvino", "--json", str(photos[0])])
     out, err = capsys.readouterr()

@@ -14,7 +14,7 @@ import pytest
 from conftest import script
 from edge_classify.export import cli as export_cli
 from edge_classify.export import convert, keras_model
-from edge_classify.runtime.cli import main as classify_main
+from edge_classify.runtime.apps.classify import main as classify_main
 
 LINE = re.compile(r"^[123]\. \S+: \d+\.\d\d%$")
 

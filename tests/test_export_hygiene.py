@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_classify.export import convert, partials, quantize
-from edge_classify.runtime.contract import PreprocessSpec
+from edge_classify.runtime.model.contract import PreprocessSpec
 
 DAY = 24 * 3600
 

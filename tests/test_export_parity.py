@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import keras_pipeline
 from edge_classify.runtime import Classifier
-from edge_classify.runtime.compare import topk_indices
+from edge_classify.runtime.model.compare import topk_indices
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_static_batch_and_custom_contract(tmp_path):
     import keras
 
     from edge_classify.export import convert
-    from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
+    from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
 
     keras.utils.set_random_seed(7)
     inp = keras.Input((64, 48, 3))

@@ -1,4 +1,4 @@
-"""runtime/formats.py: content sniffing, declared sizes, completeness checks, hostile input.
+"""runtime/images/formats.py: content sniffing, declared sizes, completeness checks, hostile input.
 
 Seeds are real photos from scikit-image encoded by Pillow (and tifffile, which scikit-image
 depends on) in every variant the runtime accepts, plus a few hand-made files for what those
@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, features
 
-from edge_classify.runtime import formats
-from edge_classify.runtime.formats import ALLOWED, FormatError, Header, check_complete, read_header, sniff
+from edge_classify.runtime.images import formats
+from edge_classify.runtime.images.formats import ALLOWED, FormatError, Header, check_complete, read_header, sniff
 
 DATA = Path(skimage.__file__).parent / "data"
 ACCEPTED = "(accepted: JPEG, PNG, WebP, BMP, TIFF, GIF)"

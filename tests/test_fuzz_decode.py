@@ -47,7 +47,7 @@ def test_extreme_values_in_size_fields_are_decoded_or_refused(name, which, value
 def test_the_mutator_reaches_the_size_fields():
     """Guard for the two tests above: each format's size fields are found, and mutating
     them changes the declared size, so the fuzz runs do exercise the bomb checks."""
-    from edge_classify.runtime import formats
+    from edge_classify.runtime.images import formats
 
     for name, data in SEEDS.items():
         fields = fuzzing.size_fields(data)

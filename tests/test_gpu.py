@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import tiny_models
-from edge_classify.runtime import Classifier, deps
-from edge_classify.runtime.providers import unusable_gpu_providers
+from edge_classify.runtime import Classifier
+from edge_classify.runtime.host import deps
+from edge_classify.runtime.engines.providers import unusable_gpu_providers
 
 ort = pytest.importorskip("onnxruntime")
 LISTED = ort.get_available_providers()

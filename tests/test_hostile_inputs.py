@@ -27,9 +27,9 @@ from PIL import Image
 import tiny_models
 from conftest import SKIMAGE_DATA, script
 from edge_classify.runtime import Classifier
-from edge_classify.runtime.cli import main
+from edge_classify.runtime.apps.classify import main
 from edge_classify.runtime.errors import EXIT_INTERNAL
-from edge_classify.runtime.preprocess import DecodeOptions, decode_with_notes
+from edge_classify.runtime.images.preprocess import DecodeOptions, decode_with_notes
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_oversized_png_does_not_stop_the_run(tiny, photos, tmp_path, capfd):
 
 
 def test_pixel_cap_is_checked_before_decoding_and_configurable(tiny, photos, tmp_path, monkeypatch, capfd):
-    from edge_classify.runtime import safe_decode
+    from edge_classify.runtime.images import safe_decode
 
     bomb = jpeg_declaring(29867, 18304)  # 546.7 MP in a 2 KB file
     calls = []
@@ -126,7 +126,7 @@ def test_big_decodes_wait_for_each_other_so_memory_is_that_of_one():
     run one at a time (small ones still pass alongside, first come first served)."""
     import threading
 
-    from edge_classify.runtime.safe_decode import _PixelBudget
+    from edge_classify.runtime.images.safe_decode import _PixelBudget
 
     budget = _PixelBudget(100)
     entered = threading.Event()
@@ -183,18 +183,18 @@ def test_cache_follows_the_content_not_path_size_and_mtime(photos, tmp_path, mon
 def test_remembered_digests_never_outlive_a_change_to_the_file(photos, tmp_path, monkeypatch):
     """The sha256 is remembered under (device, inode, size, mtime, ctime): a hit skips the
     hash, and the swap above (same size, mtime put back) changes the ctime, so no memo."""
-    from edge_classify.runtime import session_cache
+    from edge_classify.runtime.cache import store
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(session_cache, "_STABLE_S", 0.0)  # test files are seconds old
+    monkeypatch.setattr(store, "_STABLE_S", 0.0)  # test files are seconds old
     a = tiny_models.make(tmp_path / "a.onnx", seed=1)
     b = tiny_models.make(tmp_path / "b.onnx", seed=2)
     m = tmp_path / "m.onnx"
     m.write_bytes(a.read_bytes())
     first = Classifier(m, providers="cpu")
     hashed = []
-    real_hash = session_cache.sha256_fd
-    monkeypatch.setattr(session_cache, "sha256_fd", lambda fd: hashed.append(fd) or real_hash(fd))
+    real_hash = store.sha256_fd
+    monkeypatch.setattr(store, "sha256_fd", lambda fd: hashed.append(fd) or real_hash(fd))
     again = Classifier(m, providers="cpu")
     assert hashed == [] and again.model_sha256 == first.model_sha256 and again.cache_status == "hit"
     new = tmp_path / "m.onnx.new"
@@ -216,14 +216,14 @@ def _plant(model: Path, planted: Path) -> Path:
     """Write ``planted``'s bytes where ``model``'s cache entry will be looked up."""
     import onnxruntime as ort
 
-    from edge_classify.runtime import session_cache
+    from edge_classify.runtime.cache import store
 
     fd = os.open(model, os.O_RDONLY)
     try:
-        key = session_cache.entry_key(session_cache.sha256_fd(fd), ort.__version__, "all")
+        key = store.entry_key(store.sha256_fd(fd), ort.__version__, "all")
     finally:
         os.close(fd)
-    d = session_cache.cache_dir()
+    d = store.cache_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     entry = d / f"{key}.onnx"
     entry.write_bytes(planted.read_bytes())
@@ -268,12 +268,12 @@ def test_planted_cache_entries_are_never_served(photos, tmp_path, monkeypatch):
 
 
 def test_cache_directory_is_private_and_refused_when_others_can_write(photos, tmp_path, monkeypatch):
-    from edge_classify.runtime import session_cache
+    from edge_classify.runtime.cache import store
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     real = tiny_models.make(tmp_path / "real.onnx", seed=1)
     Classifier(real, providers="cpu")
-    d = session_cache.cache_dir()
+    d = store.cache_dir()
     assert d.stat().st_mode & 0o777 == 0o700
     evil = tiny_models.make(tmp_path / "evil.onnx", seed=2)
     for entry in d.glob("*.onnx"):
@@ -287,32 +287,32 @@ def test_cache_directory_is_private_and_refused_when_others_can_write(photos, tm
 
 
 def test_cache_total_size_is_capped_least_recently_used_first(tmp_path, monkeypatch):
-    from edge_classify.runtime import session_cache
+    from edge_classify.runtime.cache import store
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     models = [tiny_models.make(tmp_path / f"m{i}.onnx", seed=i) for i in range(4)]
     Classifier(models[0], providers="cpu")
-    entry_size = next(session_cache.cache_dir().glob("*.onnx")).stat().st_size
+    entry_size = next(store.cache_dir().glob("*.onnx")).stat().st_size
     monkeypatch.setenv("EDGE_CLASSIFY_CACHE_MAX_MB", str(2.5 * entry_size / 2**20))  # room for two
     Classifier(models[1], providers="cpu")
-    os.utime(next(iter(sorted(session_cache.cache_dir().glob("*.onnx"), key=os.path.getmtime))), (1, 1))
+    os.utime(next(iter(sorted(store.cache_dir().glob("*.onnx"), key=os.path.getmtime))), (1, 1))
     assert Classifier(models[0], providers="cpu").cache_status == "hit"  # m0 used again: m1 is now oldest
     Classifier(models[2], providers="cpu")
-    with session_cache.CacheDir() as cache:
+    with store.CacheDir() as cache:
         assert cache.total_bytes() <= 2.5 * entry_size
-    assert len(list(session_cache.cache_dir().glob("*.onnx"))) == 2
+    assert len(list(store.cache_dir().glob("*.onnx"))) == 2
     assert Classifier(models[0], providers="cpu").cache_status == "hit"
     assert Classifier(models[1], providers="cpu").cache_status == "stored"  # it was evicted
 
 
 def test_a_rejected_model_is_never_cached(tmp_path, monkeypatch, capfd):
-    from edge_classify.runtime import session_cache
+    from edge_classify.runtime.cache import store
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     bad = tiny_models.make(tmp_path / "bad.onnx", classes=5, labels=6)
     rc, _, err = run_cli(capfd, "--model", bad, SKIMAGE_DATA / "chelsea.png")
     assert rc == 3
-    assert not [p for p in session_cache.cache_dir().iterdir()]  # no entry, no partial
+    assert not [p for p in store.cache_dir().iterdir()]  # no entry, no partial
 
 
 # --- 4. unbounded resources from one input ------------------------------------------------
@@ -466,7 +466,7 @@ def test_internal_error_has_its_own_exit_code_and_saves_the_traceback(tiny, phot
 
 
 def test_a_failing_decoder_of_any_type_is_one_image_error(tiny, photos, monkeypatch):
-    from edge_classify.runtime import preprocess
+    from edge_classify.runtime.images import preprocess
 
     real = preprocess.load_with_notes
 
@@ -498,7 +498,7 @@ def test_an_applications_own_log_lines_are_neither_swallowed_nor_blamed_on_image
     ``classify`` run keeps one path for its whole duration, so its lines keep their order.)"""
     code = f"""
 import sys, threading
-from edge_classify.runtime.preprocess import decode_with_notes
+from edge_classify.runtime.images.preprocess import decode_with_notes
 data = open({str(photos[1])!r}, "rb").read()
 stop = False
 def log():
@@ -522,9 +522,9 @@ def test_capture_follows_stderr_redirected_in_the_middle_of_a_run(rocket, tmp_pa
     bad.write_bytes(cut_with_end_marker(rocket))
     code = f"""
 import os
-from edge_classify.runtime import codec_messages
+from edge_classify.runtime.images import codec_messages
 from edge_classify.runtime.errors import InputError
-from edge_classify.runtime.preprocess import decode_with_notes
+from edge_classify.runtime.images.preprocess import decode_with_notes
 with codec_messages.held():
     os.dup2(os.open({str(log)!r}, os.O_WRONLY | os.O_CREAT), 2)  # someone else takes stderr over
     try:
@@ -541,7 +541,7 @@ with codec_messages.held():
 def test_a_forked_child_decodes_and_keeps_its_stderr(photos):
     code = f"""
 import os, sys
-from edge_classify.runtime.preprocess import decode_with_notes
+from edge_classify.runtime.images.preprocess import decode_with_notes
 data = open({str(photos[1])!r}, "rb").read()
 decode_with_notes(data)
 pid = os.fork()

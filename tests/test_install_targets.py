@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_FILES = sorted((ROOT / "runtime").glob("*.py"))
+RUNTIME_FILES = sorted((ROOT / "runtime").rglob("*.py"))
 JETPACK_PYTHONS = {"JetPack 5": (3, 8), "JetPack 6": (3, 10)}
 
 
@@ -40,11 +40,11 @@ def test_requires_python_admits_jetpack_pythons(project, jetpack):
 
 
 def test_runtime_files_exist():
-    names = {p.name for p in RUNTIME_FILES}
-    assert {"classifier.py", "cli.py", "streams.py", "tensorrt.py"} <= names
+    names = {p.relative_to(ROOT / "runtime").as_posix() for p in RUNTIME_FILES}
+    assert {"classifier.py", "apps/classify.py", "apps/streams.py", "engines/tensorrt.py"} <= names
 
 
-@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: p.relative_to(ROOT / "runtime").as_posix())
 def test_runtime_syntax_is_python38(path):
     ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 8))
 
@@ -75,7 +75,7 @@ def test_vermin_catches_a_python39_member(tmp_path):
     assert out.returncode != 0 and "removeprefix" in out.stdout
 
 
-@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RUNTIME_FILES, ids=lambda p: p.relative_to(ROOT / "runtime").as_posix())
 def test_runtime_annotations_are_never_evaluated(path):
     """``list[int]`` or ``int | None`` in an annotation is fine on 3.8 only as a string."""
     tree = ast.parse(path.read_text(encoding="utf-8"))

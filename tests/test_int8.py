@@ -68,7 +68,7 @@ def test_int8_fidelity_report_is_stored_and_consistent(exported, calib_dir):
 def test_int8_fidelity_on_openvino_is_measured_and_gates_auto(exported, calib_dir):
     """Engines quantize differently: the export measures OpenVINO's own INT8 agreement, and
     the runtime's auto runs the file on OpenVINO only if that figure holds up."""
-    from edge_classify.runtime import engines
+    from edge_classify.runtime.engines import policy
 
     f = Classifier(exported["int8"], providers="cpu").contract.parity
     assert f["engine"] == "onnxruntime" and set(f["engines"]) == {"openvino"}
@@ -77,7 +77,7 @@ def test_int8_fidelity_on_openvino_is_measured_and_gates_auto(exported, calib_di
     again = quantize.fidelity(ref, Classifier(exported["int8"], engine="openvino").predict(heldout))
     for k in FIDELITY_FIELDS:
         assert again[k] == pytest.approx(f["engines"]["openvino"][k], abs=1e-6), k
-    why = engines.unverified("openvino", "int8", f)
+    why = policy.unverified("openvino", "int8", f)
     ok = f["engines"]["openvino"]["top1_agreement"] >= f["top1_agreement"] - 0.01
     assert (why is None) == ok
 
@@ -105,7 +105,7 @@ def native_bf16() -> bool:
         return False
     import openvino
 
-    from edge_classify.runtime.openvino_runner import hardware_bf16
+    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
 
     return hardware_bf16(openvino)
 

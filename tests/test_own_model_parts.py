@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_classify.export import keras_head, labels, user_model
-from edge_classify.runtime import heads
+from edge_classify.runtime.model import heads
 from edge_classify.runtime.errors import EdgeClassifyError
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import trained_models as tm
 from edge_classify.export import cli as export_cli
-from edge_classify.runtime import cli as classify_cli
+from edge_classify.runtime.apps import classify as classify_cli
 
 FP32_ATOL = 1e-5
 # Keras runs a mixed_float16 model in float16; the export is float32 (what the parity gate

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import SKIMAGE_DATA, TARGET, encode, keras_pipeline
-from edge_classify.runtime import preprocess
-from edge_classify.runtime.contract import PreprocessSpec
-from edge_classify.runtime.preprocess import DecodeOptions
+from edge_classify.runtime.images import preprocess
+from edge_classify.runtime.model.contract import PreprocessSpec
+from edge_classify.runtime.images.preprocess import DecodeOptions
 
 SPEC = PreprocessSpec.keras("caffe", TARGET)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.providers import check_used, plan_providers, unusable_gpu_providers
+from edge_classify.runtime.engines.providers import check_used, plan_providers, unusable_gpu_providers
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 OV = "OpenVINOExecutionProvider"
@@ -121,7 +121,8 @@ def test_auto_on_a_gpu_build_without_a_gpu_runs_quietly_on_the_cpu(tmp_path, mon
     import onnxruntime
 
     import tiny_models
-    from edge_classify.runtime import Classifier, deps
+    from edge_classify.runtime import Classifier
+    from edge_classify.runtime.host import deps
 
     class GpuBuild:  # the real CPU build, listing what onnxruntime-gpu lists
         def __getattr__(self, name):
@@ -153,7 +154,7 @@ def test_provider_library_check_opens_onnxruntimes_own_provider_library(tmp_path
     import shutil
     import sys
 
-    from edge_classify.runtime import deps
+    from edge_classify.runtime.host import deps
 
     if not sys.platform.startswith("linux"):
         pytest.skip("the check is for Linux (Jetson and x86 GPU boxes)")

@@ -15,7 +15,8 @@ import pytest
 
 import tiny_models
 from conftest import script
-from edge_classify.runtime import Classifier, ray_bulk
+from edge_classify.runtime import Classifier
+from edge_classify.runtime.apps import ray_bulk
 
 ray = pytest.importorskip("ray")  # the [ray] extra is part of [test]: this runs in CI
 
@@ -154,7 +155,7 @@ def test_jsonl_results_and_a_missing_file(cluster, archive, model, tmp_path):
 
 
 def test_usage_errors_exit_2(tmp_path):
-    from edge_classify.runtime.bulk_cli import main
+    from edge_classify.runtime.apps.bulk import main
 
     assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
     (tmp_path / "file").write_text("x")

@@ -1,4 +1,4 @@
-"""runtime/streams.py: video files and live streams, frame by frame (CPU only, no TensorFlow).
+"""runtime/apps/streams.py: video files and live streams, frame by frame (CPU only, no TensorFlow).
 
 Videos are written here with OpenCV (MJPG in AVI: decoding is deterministic, and each test
 compares against the frames it decodes itself). Live sources are fakes: a capture the test
@@ -20,7 +20,7 @@ import pytest
 import tiny_models
 from edge_classify.runtime.classifier import Classifier
 from edge_classify.runtime.errors import EdgeClassifyError, InputError
-from edge_classify.runtime.streams import (
+from edge_classify.runtime.apps.streams import (
     RollingRate,
     EXIT_STREAM_LOST, StreamLost, VideoSaver, annotate, classify_stream, frames, is_video_path, open_capture,
     parse_source,
@@ -434,12 +434,12 @@ def test_a_frame_the_model_cannot_score_does_not_end_the_stream(tmp_path, pictur
 def test_cli_video_json_rows_match_each_decoded_frame(clf, clip, tmp_path, capsys):
     """edge-classify clip.avi --json --every 2: one row per kept frame, each equal to
     classifying that decoded frame; an image in the same list is classified as before."""
-    from edge_classify.runtime import cli
+    from edge_classify.runtime.apps import classify
 
     image = tmp_path / "still.png"
     cv2.imwrite(str(image), decode_all(clip)[1])
     model = str(clf.model_path)
-    rc = cli.main(["--model", model, "--json", "-q", "--every", "2", "-k", "3", str(image), str(clip)])
+    rc = classify.main(["--model", model, "--json", "-q", "--every", "2", "-k", "3", str(image), str(clip)])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rc == 0
     assert rows[0]["path"] == str(image) and "frame" not in rows[0]
@@ -453,16 +453,16 @@ def test_cli_video_json_rows_match_each_decoded_frame(clf, clip, tmp_path, capsy
 
 
 def test_cli_save_writes_an_annotated_copy_and_refuses_ambiguity(clf, clip, tmp_path, capsys):
-    from edge_classify.runtime import cli
+    from edge_classify.runtime.apps import classify
 
     out = tmp_path / "annotated.avi"
-    assert cli.main(["--model", str(clf.model_path), "-q", "--save", str(out), str(clip)]) == 0
+    assert classify.main(["--model", str(clf.model_path), "-q", "--save", str(out), str(clip)]) == 0
     assert len(decode_all(out)) == 12
-    assert cli.main(["--model", str(clf.model_path), "--save", str(out), str(clip), str(clip)]) == 2
-    assert cli.main(["--model", str(clf.model_path), "-o", str(tmp_path / "r.jsonl"), str(clip)]) == 2
+    assert classify.main(["--model", str(clf.model_path), "--save", str(out), str(clip), str(clip)]) == 2
+    assert classify.main(["--model", str(clf.model_path), "-o", str(tmp_path / "r.jsonl"), str(clip)]) == 2
     assert "--save needs exactly one" in capsys.readouterr().err
     # A mistyped image name with "!" is a missing file, not a GStreamer pipeline to wait for.
-    assert cli.main(["--model", str(clf.model_path), str(tmp_path / "no!such.jpg")]) == 1
+    assert classify.main(["--model", str(clf.model_path), str(tmp_path / "no!such.jpg")]) == 1
     assert "no such file" in capsys.readouterr().err
 
 
@@ -482,13 +482,13 @@ def test_rolling_rate_counts_only_the_recent_window():
 
 
 def test_cli_shows_a_rolling_fps_on_stderr_never_on_stdout(clf, clip, capsys, monkeypatch):
-    from edge_classify.runtime import cli
+    from edge_classify.runtime.apps import classify
 
-    monkeypatch.setattr(cli, "FPS_REPORT_EVERY_S", 0.0)  # a line per frame, instead of every 2 s
-    assert cli.main(["--model", str(clf.model_path), "--json", str(clip)]) == 0
+    monkeypatch.setattr(classify, "FPS_REPORT_EVERY_S", 0.0)  # a line per frame, instead of every 2 s
+    assert classify.main(["--model", str(clf.model_path), "--json", str(clip)]) == 0
     out, err = capsys.readouterr()
     assert all(json.loads(line)["frame"] >= 0 for line in out.splitlines())  # stdout: rows only
     fps_lines = [line for line in err.splitlines() if "frames/s (last" in line]
     assert len(fps_lines) == 12 and "frame 11," in fps_lines[-1]
-    assert cli.main(["--model", str(clf.model_path), "--json", "-q", str(clip)]) == 0
+    assert classify.main(["--model", str(clf.model_path), "--json", "-q", str(clip)]) == 0
     assert "frames/s" not in capsys.readouterr().err

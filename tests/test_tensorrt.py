@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import tiny_models
-from edge_classify.runtime import tensorrt
+from edge_classify.runtime.engines import tensorrt
 from edge_classify.runtime.errors import EdgeClassifyError
-from edge_classify.runtime.ort_runner import OrtRunner
-from edge_classify.runtime.providers import plan_providers
+from edge_classify.runtime.engines.ort_runner import OrtRunner
+from edge_classify.runtime.engines.providers import plan_providers
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 BASE = dict(model_sha256="a" * 64, precision="fp32", input_name="input", input_shape=(224, 224, 3),
@@ -170,7 +170,7 @@ class _BuildingOrt(_FakeOrt):
 def test_first_engine_build_is_announced_and_timed_then_reused(tmp_path, monkeypatch):
     """Minutes of silence on the first TensorRT run look like a hang: the build is announced
     before it starts and timed after; a later load reuses the cached engine without a word."""
-    from edge_classify.runtime import deps
+    from edge_classify.runtime.host import deps
     from edge_classify.runtime.classifier import Classifier
 
     model = tiny_models.make(tmp_path / "m.onnx", graph_input_size=(4, 4), contract_input_size=(4, 4))

@@ -23,7 +23,7 @@ def make(path: Path, *, classes: int = 5, seed: int = 0, nan_for_dark: bool = Fa
     from onnx import TensorProto, helper, numpy_helper
 
     from edge_classify.export.convert import attach_contract
-    from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
+    from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
 
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 0.05, (3, classes)).astype(np.float32)
@@ -71,7 +71,7 @@ def make_conv(path: Path, precision: str = "fp32", *, calibration: list | None =
     from onnx import TensorProto, helper, numpy_helper
 
     from edge_classify.export.convert import attach_contract
-    from edge_classify.runtime.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
+    from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
 
     if precision == "int8":
         fp32 = make_conv(path.with_name(path.stem + ".fp32.onnx"), "fp32", classes=classes, seed=seed, size=size)
@@ -124,7 +124,7 @@ def _quantized(fp32: Path, path: Path, calibration: list | None, activations: st
 
     from edge_classify.export import quantize
     from edge_classify.export.convert import attach_contract
-    from edge_classify.runtime.contract import ModelContract
+    from edge_classify.runtime.model.contract import ModelContract
 
     assert calibration, "INT8 needs calibration images"
     src = onnx.load(str(fp32))

@@ -128,7 +128,7 @@ def run_atheris(args) -> int:
 
     with atheris.instrument_imports():
         import fuzzing
-        from edge_classify.runtime import formats, safe_decode  # noqa: F401  (coverage-guided parsers)
+        from edge_classify.runtime.images import formats, safe_decode  # noqa: F401  (coverage-guided parsers)
 
     corpus = Path(args.out) / "atheris-corpus"
     corpus.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from edge_classify.runtime.files import images_in
+    from edge_classify.runtime.images.files import images_in
 
     expected = len(images_in(args.images))
     rng = random.Random(args.seed)

@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     EXIT_BROKEN_PIPE, EXIT_INPUTS_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EdgeClassifyError,
     report_internal_error,
 )
-from .files import images_in
-from .paths import default_model_path
-from .providers import default_trt_cache_dir
+from ..images.files import images_in
+from ..cache.paths import default_model_path
+from ..engines.providers import default_trt_cache_dir
 
 EPILOG = """\
 examples:
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _settle_stderr() -> None:
     """Every stderr line of this run is out before main returns (see codec_messages)."""
-    if "edge_classify.runtime.codec_messages" in sys.modules:
-        sys.modules["edge_classify.runtime.codec_messages"].settle()
+    if "edge_classify.runtime.images.codec_messages" in sys.modules:
+        sys.modules["edge_classify.runtime.images.codec_messages"].settle()
 
 
 def _main(args) -> int:
@@ -235,8 +235,8 @@ def _main(args) -> int:
 
 
 def _run(args) -> int:
-    from .classifier import Classifier, display_name  # heavy imports only past argument parsing
-    from .preprocess import DecodeOptions
+    from ..classifier import Classifier, display_name  # heavy imports only past argument parsing
+    from ..images.preprocess import DecodeOptions
     from .results_file import ResultsFile
 
     def info(msg: str) -> None:
@@ -365,7 +365,7 @@ def _is_stream(arg: str) -> bool:
 
 
 def _run_stream(clf, text: str, args, info) -> int:
-    """One video or stream, frame by frame (runtime/streams.py); returns the frames that failed."""
+    """One video or stream, frame by frame (runtime/apps/streams.py); returns the frames that failed."""
     from .streams import RollingRate, VideoSaver, annotate, classify_stream, parse_source
 
     src = parse_source(text)
@@ -417,7 +417,7 @@ def _check_default_model(path: Path) -> None:
     """The default model lives in a folder that may be shared (EDGE_CLASSIFY_HOME): load it
     only if no other user could have put it there. A model named with --model is the
     user's own choice."""
-    from .session_cache import untrusted_reason
+    from ..cache.store import untrusted_reason
 
     try:
         why = untrusted_reason(os.stat(path))

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from . import session_cache
-from .errors import EdgeClassifyError, first_line
+from ..cache import store
+from ..errors import EdgeClassifyError, first_line
 from .providers import SHORT, ProviderPlan
 from .runners import TensorInfo
 
@@ -82,7 +82,7 @@ class OrtRunner:
         so = session_options(ort, self._threads, self._spinning)
         if cache is None:
             return _session(ort, source, so, providers)
-        key = session_cache.entry_key(model_sha256, ort.__version__, "all")
+        key = store.entry_key(model_sha256, ort.__version__, "all")
         hit = cache.lookup(key)
         if hit is not None:
             fd, path = hit

@@ -49,7 +49,7 @@ import stat
 import time
 from pathlib import Path
 
-from . import cpu
+from ..host import cpu
 from .orphans import orphaned
 from .paths import home
 

@@ -30,13 +30,15 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 
-from . import codec_messages, deps, formats
-from .errors import InputError, first_line
+from . import codec_messages, formats
+from ..host import deps
+from ..errors import InputError, first_line
 
 # Pillow's MAX_IMAGE_PIXELS, the size at which Pillow (and so Keras' load_img) warns of
 # a decompression bomb: 2**30 bytes / 4 / 3. Every common camera is below it (a 61 MP
 # full-frame sensor is 60.2 MP); decoding an image at the cap takes about 270 MB.
 DEFAULT_MAX_PIXELS = 89_478_485
+deps.want_opencv_pixel_limit(DEFAULT_MAX_PIXELS)  # OpenCV's own cap behind ours (host/deps.py)
 # A JPEG at the pixel cap is 20-60 MB; a PNG can be a few times that. Uncompressed BMP
 # or TIFF near the cap needs a larger --max-file-size.
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20

@@ -49,9 +49,10 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import deps, safe_decode
-from .contract import PreprocessSpec
-from .errors import InputError
+from ..host import deps
+from . import safe_decode
+from ..model.contract import PreprocessSpec
+from ..errors import InputError
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 

@@ -32,7 +32,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import cpu, session_cache
+from ..host import cpu
+from ..cache import store
 from .runners import BF16_EMULATED, TensorInfo
 
 _KEEP = 2  # compiled batch sizes held at once (each holds its own copy of the weights)
@@ -77,7 +78,7 @@ def computed_precision(file_precision: str, hint: str, native_bf16: bool) -> str
 
 def check_device(ov, device: str) -> None:
     """A clear error for a device OpenVINO does not see here (instead of its own message)."""
-    from .errors import EXIT_MODEL, EdgeClassifyError
+    from ..errors import EXIT_MODEL, EdgeClassifyError
 
     base = device.split(".")[0].split(":")[0]
     if base in ("AUTO", "MULTI", "HETERO", "BATCH"):  # virtual devices over the real ones
@@ -156,8 +157,8 @@ class OpenVinoRunner:
             yield
             return
         try:
-            fresh = session_cache.CacheDir(self._cache_path)
-        except session_cache.Refused:  # no longer trustworthy: compile uncached
+            fresh = store.CacheDir(self._cache_path)
+        except store.Refused:  # no longer trustworthy: compile uncached
             fresh = None
         self._cache = fresh
         try:

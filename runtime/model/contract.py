@@ -25,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from .errors import EdgeClassifyError
+from ..errors import EdgeClassifyError
 
 # 2: multi-label / binary heads, the raw mode and bilinear resize. A model that uses none of
 # them is still written as schema 1, so runtimes from before them read it; one that does

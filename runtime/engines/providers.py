@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import EdgeClassifyError
+from ..errors import EdgeClassifyError
 
 ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",

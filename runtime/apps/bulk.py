@@ -1,4 +1,4 @@
-"""``edge-classify-bulk``: classify a whole archive on Ray Data, resumably (runtime/ray_bulk.py)."""
+"""``edge-classify-bulk``: classify a whole archive on Ray Data, resumably (runtime/apps/ray_bulk.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 import sys
 import time
 
-from . import __version__
-from .errors import EXIT_USAGE, EdgeClassifyError
-from .paths import default_model_path
+from .. import __version__
+from ..errors import EXIT_USAGE, EdgeClassifyError
+from ..cache.paths import default_model_path
 
 EPILOG = """\
 examples:
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from . import ray_bulk
-    from .classifier import Classifier
-    from .cli import expand_inputs
+    from ..classifier import Classifier
+    from .classify import expand_inputs
 
     def say(msg: str) -> None:
         if not args.quiet:

@@ -29,9 +29,10 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from . import codec_messages, deps, formats
-from .errors import EXIT_OUTPUT, EXIT_USAGE, EdgeClassifyError, InputError
-from .files import IMAGE_EXTENSIONS
+from ..images import codec_messages, formats
+from ..host import deps
+from ..errors import EXIT_OUTPUT, EXIT_USAGE, EdgeClassifyError, InputError
+from ..images.files import IMAGE_EXTENSIONS
 
 EXIT_STREAM_LOST = 75  # EX_TEMPFAIL (sysexits.h): the source went away; running again may work
 

@@ -24,9 +24,9 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
-from . import __version__
+from .. import __version__
 from .doctor_facts import VIDEO_IO, gather
-from .errors import EXIT_OK, EdgeClassifyError, report_internal_error
+from ..errors import EXIT_OK, EdgeClassifyError, report_internal_error
 
 EXIT_PROBLEMS = 1
 
@@ -174,7 +174,7 @@ def _engines(facts: dict) -> list[Finding]:
 
 def _provider_request(facts: dict) -> list[Finding]:
     """What ``--provider`` resolves to here (the Classifier's own plan)."""
-    from .providers import ALIASES, SHORT, plan_providers
+    from ..engines.providers import ALIASES, SHORT, plan_providers
 
     o = facts.get("onnxruntime") or {}
     requested = (facts.get("request") or {}).get("provider", "auto")
@@ -320,7 +320,7 @@ def _numpy(facts: dict) -> list[Finding]:
 
 
 def _model(facts: dict) -> list[Finding]:
-    from .providers import ALIASES, SHORT
+    from ..engines.providers import ALIASES, SHORT
 
     m = facts.get("model") or {}
     bad = _probe_failed("model", "the model", m)

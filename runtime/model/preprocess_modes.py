@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .contract import PreprocessSpec
-from .errors import EXIT_USAGE, EdgeClassifyError
+from ..errors import EXIT_USAGE, EdgeClassifyError
 
 FORMS = ("caffe, tf, torch, raw, or mean=R,G,B:std=R,G,B (RGB order, pixel scale 0..255; "
          "one number applies to all three channels, e.g. mean=127.5:std=127.5)")

@@ -29,7 +29,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import EXIT_MODEL, EdgeClassifyError
+from ..errors import EXIT_MODEL, EdgeClassifyError
 
 PROFILE_BATCHES = (1, 8, 32)  # min / opt / max batch of the one optimisation profile
 TIMING_CACHE_SINCE = (1, 17)

@@ -18,7 +18,7 @@ import base64
 import json
 import os
 
-from .errors import EXIT_OUTPUT, EXIT_USAGE, EdgeClassifyError
+from ..errors import EXIT_OUTPUT, EXIT_USAGE, EdgeClassifyError
 
 
 def input_key(path_bytes: bytes) -> bytes:

@@ -19,8 +19,8 @@ import stat
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import EdgeClassifyError, first_line
+from .. import __version__
+from ..errors import EdgeClassifyError, first_line
 
 # The instruction-set extensions ONNX Runtime's and OpenVINO's kernels dispatch on.
 X86_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -96,7 +96,7 @@ def cpu_flags(machine: str, flags_line: str) -> dict:
 
 
 def platform_facts() -> dict:
-    from . import cpu
+    from ..host import cpu
 
     model, flags = cpu.info()
     machine = platform.machine()
@@ -148,8 +148,8 @@ def onnxruntime_facts() -> dict:
         return out
     out.update(status="ok", version=ort.__version__, providers=list(ort.get_available_providers()),
                location=_module_home(ort))
-    from . import deps
-    from .providers import unusable_gpu_providers
+    from ..host import deps
+    from ..engines.providers import unusable_gpu_providers
 
     out["unusable"] = unusable_gpu_providers(out["providers"], deps.nvidia_gpu_device(), deps.provider_library_error)
     return out
@@ -235,7 +235,7 @@ def _elsewhere(stem_so: str) -> str | None:
 
 
 def gpu_facts() -> dict:
-    from . import deps
+    from ..host import deps
 
     name = deps.gpu_name()
     trt_py = deps.tensorrt_version()
@@ -331,7 +331,7 @@ def dir_facts(name: str, path, enabled: bool = True, private: bool = False) -> d
     if out["is_dir"]:
         out["bytes"] = _disk_bytes(p)
     if private:
-        from .session_cache import untrusted_reason
+        from ..cache.store import untrusted_reason
 
         out["untrusted"] = untrusted_reason(st)
     return out
@@ -342,13 +342,13 @@ def _uid():
 
 
 def cache_facts() -> list[dict]:
-    from . import session_cache
-    from .paths import home
-    from .providers import default_trt_cache_dir
+    from ..cache import store
+    from ..cache.paths import home
+    from ..engines.providers import default_trt_cache_dir
 
     return [
         dir_facts("home", home()),
-        dir_facts("graph cache", session_cache.cache_dir(), session_cache.enabled(), private=True),
+        dir_facts("graph cache", store.cache_dir(), store.enabled(), private=True),
         dir_facts("TensorRT engines", default_trt_cache_dir()),
     ]
 
@@ -392,7 +392,7 @@ def profile_nodes(ort, source: str, providers: list, input_name: str, shape: tup
 
     import numpy as np
 
-    from .ort_runner import session_options
+    from ..engines.ort_runner import session_options
 
     tmp = tempfile.mkdtemp(prefix="edge-doctor-")
     try:
@@ -412,7 +412,7 @@ def profile_nodes(ort, source: str, providers: list, input_name: str, shape: tup
 
 def _raw_session_error(ort, source: str, provider: str) -> str | None:
     """ONNX Runtime's own message for a provider that fails (no fallback, no banner)."""
-    from .ort_runner import session_options
+    from ..engines.ort_runner import session_options
 
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -427,9 +427,9 @@ def placement_facts(path: Path, requested: str) -> dict:
     """Load the model exactly as ``edge-classify --engine onnxruntime --provider REQUESTED`` does
     (a Classifier: contract checks, provider plan, TensorRT options and fallbacks), then profile
     one batch on the providers that load settled on."""
-    from . import deps
-    from .classifier import Classifier
-    from .providers import ALIASES
+    from ..host import deps
+    from ..classifier import Classifier
+    from ..engines.providers import ALIASES
 
     out = {"requested": requested}
     try:
@@ -457,8 +457,8 @@ def placement_facts(path: Path, requested: str) -> dict:
 
 
 def model_facts(path, source: str, requested: str, onnxruntime_ok: bool) -> dict:
-    from . import onnx_meta
-    from .contract import ModelContract
+    from ..model import onnx_meta
+    from ..model.contract import ModelContract
 
     p = Path(path)
     out = {"path": str(p), "source": source, "exists": p.is_file()}
@@ -481,7 +481,7 @@ def model_facts(path, source: str, requested: str, onnxruntime_ok: bool) -> dict
 
 def gather(model: str | None = None, provider: str = "auto") -> dict:
     """Every fact the diagnosis needs, as plain (JSON-ready) data."""
-    from .paths import default_model_path
+    from ..cache.paths import default_model_path
 
     facts = {"edge_classify": __version__, "request": {"provider": provider}}
     facts["platform"] = _probe(platform_facts)
@@ -504,7 +504,7 @@ def gather(model: str | None = None, provider: str = "auto") -> dict:
 
 
 def _plannable(ort_facts: dict, requested: str) -> bool:
-    from .providers import plan_providers
+    from ..engines.providers import plan_providers
 
     try:
         plan_providers(requested, ort_facts.get("providers") or [])

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cpu
-from .errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
+from ..host import cpu
+from ..errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
 from .runners import BF16_EMULATED
 from .timing import alternate
 

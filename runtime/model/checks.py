@@ -9,7 +9,7 @@ every label after the first shifted). Here each one is a single error naming bot
 from __future__ import annotations
 
 from .contract import ModelContract
-from .errors import EXIT_MODEL, EdgeClassifyError
+from ..errors import EXIT_MODEL, EdgeClassifyError
 
 
 def _dims(shape) -> list:

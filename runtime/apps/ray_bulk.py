@@ -28,8 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-from .deps import ray  # imported on use: the [ray] extra
-from .errors import EdgeClassifyError
+from ..host.deps import ray  # imported on use: the [ray] extra
+from ..errors import EdgeClassifyError
 
 COLUMNS = ("path", "model_sha256", "precision", "indices", "labels", "probabilities", "error")
 ACTOR_CPU_SHARE = 0.95  # of each thread's CPU, reserved by an actor
@@ -41,7 +41,7 @@ class ClassifyBatch:
     """``map_batches`` UDF: one Classifier per actor; a batch of ``{"path", "bytes"}`` in, result rows out."""
 
     def __init__(self, model: bytes, top_k: int = 5, threads: int = 1, batch_size: int = 16):
-        from .classifier import Classifier
+        from ..classifier import Classifier
 
         self.clf = Classifier(model, threads=threads, batch_size=batch_size, engine="onnxruntime",
                               on_status=None, spinning=False, decode_threads=threads)  # this actor's cores only

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from .errors import EdgeClassifyError
+from ..errors import EdgeClassifyError
 
 _INSTALL_HINT = (
     "install the extra for your machine: pip install 'edge-classify[cpu]' "
@@ -21,7 +21,8 @@ _INSTALL_HINT = (
 # once, when cv2 is imported. The runtime checks its own, configurable cap from the header
 # before OpenCV sees an image; this is the backstop behind it, set deliberately to that
 # cap (or to a larger one requested before the import) unless the user set it already.
-_opencv_pixel_limit = 0  # the largest cap asked for so far; safe_decode's default at least
+# images/safe_decode.py asks for its default when it is imported, before it decodes anything.
+_opencv_pixel_limit = 0  # the largest cap asked for so far
 
 
 def want_opencv_pixel_limit(pixels: int) -> None:
@@ -34,10 +35,8 @@ def cv2():
     import os
     import sys
 
-    if "cv2" not in sys.modules:
-        from .safe_decode import DEFAULT_MAX_PIXELS
-
-        os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(max(_opencv_pixel_limit, DEFAULT_MAX_PIXELS)))
+    if "cv2" not in sys.modules and _opencv_pixel_limit:
+        os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(_opencv_pixel_limit))
     try:
         import cv2 as _cv2
     except ImportError as exc:

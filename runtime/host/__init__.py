@@ -1,0 +1,3 @@
+"""Facts about this machine: optional imports (OpenCV, ONNX Runtime, OpenVINO, Ray), the CPU,
+the GPU, probed once.
+"""
