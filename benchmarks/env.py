@@ -84,10 +84,10 @@ def gpu() -> dict:
     """The GPU facts a GPU run is read against, where present: the GPU (nvidia-smi's name and
     compute capability, or the Jetson's model), TensorRT's version, a Jetson's L4T / JetPack
     release (/etc/nv_tegra_release). {} on a machine with none of them."""
-    from edge_classify.runtime.host import deps
     from edge_classify.runtime.apps.doctor_facts import jetson_facts
+    from edge_classify.runtime.host import gpu
 
-    out = {"name": deps.gpu_name(), "tensorrt": deps.tensorrt_version()}
+    out = {"name": gpu.gpu_name(), "tensorrt": gpu.tensorrt_version()}
     out = {k: v for k, v in out.items() if v != "unknown"}
     jetson = jetson_facts()
     if jetson:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from edge_classify.runtime.model.compare import compare
 from edge_classify.runtime.model.heads import probabilities
 

@@ -50,8 +50,8 @@ def calibration_photos(model: Path) -> list[Path]:
 
 def read_contract(model: Path):
     """The model's contract, read from its metadata (no TensorFlow, no engine)."""
-    from edge_classify.runtime.model.contract import ModelContract
     from edge_classify.runtime.errors import EdgeClassifyError
+    from edge_classify.runtime.model.contract import ModelContract
     from edge_classify.runtime.model.onnx_meta import NotOnnx, metadata
 
     try:

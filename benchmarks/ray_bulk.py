@@ -41,11 +41,10 @@ from .warm_bulk import _jpegs
 
 
 def _single(model: bytes, paths: list[str], threads: int, batch: int) -> float:
-    from edge_classify.runtime import Classifier
+    from edge_classify.runtime import Classifier, EngineOptions
 
     t0 = time.perf_counter()
-    clf = Classifier(model, engine="onnxruntime", providers="cpu", threads=threads, batch_size=batch,
-                     on_status=None)
+    clf = Classifier(model, EngineOptions(engine="onnxruntime", providers="cpu", threads=threads), batch_size=batch)
     results = clf.classify(paths, top_k=5, errors="collect")
     took = time.perf_counter() - t0
     if not all(r.ok for r in results):

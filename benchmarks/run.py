@@ -123,8 +123,8 @@ GPU_PROVIDERS = ("cuda", "tensorrt")
 def check_provider(requested: str) -> None:
     """Fail before anything is measured when this ONNX Runtime lacks the provider: the
     Classifier's own error (exit 3, with the providers there are), not a CPU run in disguise."""
-    from edge_classify.runtime.host import deps
     from edge_classify.runtime.engines.providers import plan_providers
+    from edge_classify.runtime.host import deps
 
     plan_providers(requested, deps.onnxruntime().get_available_providers())
 
@@ -166,8 +166,8 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from edge_classify.runtime.errors import EdgeClassifyError
     from edge_classify.runtime.engines.providers import SHORT
+    from edge_classify.runtime.errors import EdgeClassifyError
 
     from . import (
         cold_start,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 @dataclass
 class System:
     name: str
@@ -106,7 +107,7 @@ def edge(spec: dict) -> System:
     """
     import sys
 
-    from edge_classify.runtime import Classifier
+    from edge_classify.runtime import Classifier, EngineOptions
     from edge_classify.runtime.engines.providers import GPU_PROVIDERS
 
     status: list[str] = []
@@ -115,17 +116,15 @@ def edge(spec: dict) -> System:
         status.append(message)
         print(f"edge-classify: {message}", file=sys.stderr, flush=True)  # the worker's log
 
-    kwargs = {"providers": spec.get("providers", "cpu"), "threads": spec.get("threads"), "batch_size": 1024,
-              "on_status": on_status}
-    if spec.get("engine"):
-        kwargs["engine"] = spec["engine"]
-    clf = Classifier(spec["model"], **kwargs)
-    runner = clf.runner
-    info = {"file_precision": spec["file_precision"], "provider": clf.provider,
-            "provider_requested": kwargs["providers"], "engine": runner.engine, "device": runner.device,
-            "cache": runner.cache_status, "engine_reason": clf.engine_choice.reason}
-    if clf.engine_built is not None:  # TensorRT: built at this load, or loaded from its cache
-        info.update(tensorrt_engine_built=clf.engine_built, tensorrt_engine_build_s=clf.engine_build_s)
+    options = EngineOptions(engine=spec.get("engine") or "auto", providers=spec.get("providers", "cpu"),
+                            threads=spec.get("threads"))
+    clf = Classifier(spec["model"], options, batch_size=1024, on_status=on_status)
+    runner, report = clf.runner, clf.report
+    info = {"file_precision": spec["file_precision"], "provider": runner.provider,
+            "provider_requested": options.providers, "engine": runner.engine, "device": runner.device,
+            "cache": runner.cache_status, "engine_reason": report.engine_choice.reason}
+    if report.engine_built is not None:  # TensorRT: built at this load, or loaded from its cache
+        info.update(tensorrt_engine_built=report.engine_built, tensorrt_engine_build_s=report.engine_build_s)
     precision = runner.precision
     prepare = None
     if runner.device in GPU_PROVIDERS:
@@ -134,17 +133,17 @@ def edge(spec: dict) -> System:
 
     s = System(spec["name"], "edge", precision, clf.run, info=info, prepare=prepare)
     s.notes.append(f"{info['engine']} on {info['device']}, computes {precision}, cache {info['cache']}")
-    s.notes += status + [w for w in (clf.provider_warning, clf.provider_note) if w]
+    s.notes += status + report.warnings + report.notes
     return s
 
 
 def engine_choice(spec: dict) -> dict:
     """What ``engine="auto"`` picks for a file, and why (it may time both engines once)."""
-    from edge_classify.runtime import Classifier
+    from edge_classify.runtime import Classifier, EngineOptions
 
     t0 = time.perf_counter()
-    clf = Classifier(spec["model"], engine="auto", providers="auto", threads=spec.get("threads"))
-    choice = clf.engine_choice
+    clf = Classifier(spec["model"], EngineOptions(threads=spec.get("threads")))
+    choice = clf.report.engine_choice
     # A choice still being measured changes the next runs (they measure too); `settled`
     # says whether it is final.
     return {"engine": clf.runner.engine, "device": clf.runner.device, "precision": clf.runner.precision,
@@ -178,7 +177,9 @@ def openvino(spec: dict) -> System:
     by default on CPUs with AMX, which a row labelled "fp32" would hide.
     """
     import openvino as ov
-    from edge_classify.runtime.engines.openvino_runner import computed_precision, hardware_bf16, type_name
+
+    from edge_classify.runtime.engines.openvino_runner import computed_precision, type_name
+    from edge_classify.runtime.host.facts import openvino_native_bf16
 
     core = ov.Core()
     source = core.read_model(str(spec["model"]))
@@ -210,7 +211,7 @@ def openvino(spec: dict) -> System:
 
     compile_for(1)
     file_precision = spec.get("precision", "fp32")
-    precision = computed_precision(file_precision, info["inference_precision_hint"], hardware_bf16(ov))
+    precision = computed_precision(file_precision, info["inference_precision_hint"], openvino_native_bf16())
     s = System(spec["name"], spec.get("kind", "peer"), precision, run, info=info, prepare=compile_for)
     s.notes.append(f"openvino {ov.__version__}, default config, static batch per size; "
                    f"INFERENCE_PRECISION_HINT {info['inference_precision_hint']}"
@@ -223,8 +224,9 @@ def nncf_quantize(spec: dict) -> dict:
     saved as OpenVINO IR: the peer's own INT8, next to ours on the same photos."""
     import nncf
     import openvino as ov
-    from edge_classify.runtime.model.contract import PreprocessSpec
+
     from edge_classify.runtime.images.preprocess import preprocess as prep
+    from edge_classify.runtime.model.contract import PreprocessSpec
 
     t0 = time.perf_counter()
     x = prep([Path(p) for p in spec["calib"]], PreprocessSpec.from_dict(spec["preprocess"]))
@@ -272,6 +274,7 @@ def nncf_available() -> bool:
 def ort_openvino_ep_available() -> bool:
     """True when onnxruntime is the onnxruntime-openvino build (OpenVINO execution provider)."""
     import onnxruntime as ort
+
     from edge_classify.runtime.engines.providers import ALIASES
 
     return ALIASES["openvino"] in ort.get_available_providers()

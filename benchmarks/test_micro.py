@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edge_classify.benchmarks.inference import input_range, input_shape
 from edge_classify.runtime.images import preprocess
 
@@ -38,13 +39,13 @@ def x1(contract):
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_edge_batch1(benchmark, model_paths, contract, x1, precision, engine):
-    from edge_classify.runtime import Classifier
+    from edge_classify.runtime import Classifier, EngineOptions
 
     if not model_paths.get(precision):
         pytest.skip(f"no {precision} model")
     if engine == "openvino":
         pytest.importorskip("openvino", reason="OpenVINO not installed (pip install openvino)")
-    clf = Classifier(model_paths[precision], providers="cpu", engine=engine)
+    clf = Classifier(model_paths[precision], EngineOptions(engine=engine, providers="cpu"))
     out = benchmark(clf.run, x1)
     assert out.shape == (1, contract.model.num_classes)
     if contract.model.head == "softmax":

@@ -15,12 +15,10 @@ The normalisation step (a vectorised subtract, in bulk only) is counted in neith
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .stats import spread
@@ -28,6 +26,7 @@ from .stats import spread
 
 def _jpegs(photos: list[Path], n: int, folder: Path) -> list[Path]:
     import cv2
+
     from edge_classify.runtime.images import preprocess
 
     paths = []
@@ -40,27 +39,23 @@ def _jpegs(photos: list[Path], n: int, folder: Path) -> list[Path]:
 
 
 def _decode_all(clf, paths: list[Path]) -> None:
-    if hasattr(clf, "_prepared_batches"):
-        for _ in clf._prepared_batches(iter(paths)):
-            pass
-        return
-    from edge_classify.runtime.images import preprocess
+    """Decode and resize every image as the classifier's own decode pool does, nothing else."""
+    from edge_classify.runtime.images import decode_pool
 
-    spec = clf.contract.preprocess
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        list(pool.map(lambda p: preprocess.resize(preprocess.load(p), spec), paths))
+    for _ in decode_pool.batches(iter(paths), clf.contract.preprocess, clf.decode_options, clf.batch_size,
+                                 clf.decode_threads):
+        pass
 
 
 def run(model: Path, photos: list[Path], n: int, rounds: int, say, batch: int = 8,
         gap_s: float = 0.05, providers: str = "auto") -> dict:
-    from edge_classify.runtime import Classifier
+    from edge_classify.runtime import Classifier, EngineOptions
     from edge_classify.runtime.images import preprocess
 
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-bulk-"))
     try:
         paths = _jpegs(photos, n, folder)
-        kwargs = {"engine": "auto", "providers": providers}
-        clf = Classifier(model, batch_size=batch, **kwargs)
+        clf = Classifier(model, EngineOptions(providers=providers), batch_size=batch)
         runner = clf.runner
         engine = runner.engine
         tensor = preprocess.preprocess(paths[:batch], clf.contract.preprocess)
@@ -95,10 +90,10 @@ def run(model: Path, photos: list[Path], n: int, rounds: int, say, batch: int = 
         f"bound {bound:.1f} img/s ({rate['bulk'] / bound:.2f} of it)")
     return {"images": n, "batch_size": batch, "rounds": rounds, "model": str(model), "engine": engine,
             "engine_request": "auto",
-            "engine_reason": clf.engine_choice.reason,
-            "provider": clf.provider, "provider_request": providers,
+            "engine_reason": clf.report.engine_choice.reason,
+            "provider": runner.provider, "provider_request": providers,
             "precision": runner.precision,
-            "decode_threads": getattr(clf, "_workers", None),
+            "decode_threads": clf.decode_threads,
             "wall_s_median": statistics.median(times["bulk"]),
             "images_per_s": rate["bulk"], "decode_images_per_s": rate["decode"],
             "inference_images_per_s": rate["infer"], "pipeline_bound_images_per_s": bound,

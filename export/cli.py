@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from edge_classify.runtime import __version__
-from edge_classify.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EdgeClassifyError, report_internal_error
 from edge_classify.runtime.cache.paths import default_model_path
+from edge_classify.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EdgeClassifyError, report_internal_error
 
 from .keras_head import HEAD_CHOICES
 from .keras_model import ARCHS

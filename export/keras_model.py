@@ -55,8 +55,8 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         with quiet_stderr():
-            import tensorflow as tf  # noqa: F401
             import keras  # noqa: F401
+            import tensorflow as tf  # noqa: F401
     except ImportError as exc:
         raise EdgeClassifyError(
             f"TensorFlow is not installed ({exc})",

@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from edge_classify.runtime.model.contract import LabelSet
 from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
+from edge_classify.runtime.model.contract import LabelSet
 
 
 def _usage(msg: str, hint: str = "") -> EdgeClassifyError:

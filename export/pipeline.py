@@ -29,15 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from edge_classify.runtime import __version__
+from edge_classify.runtime.cache.paths import variant_path
 from edge_classify.runtime.engines import policy
+from edge_classify.runtime.engines.options import EngineOptions
+from edge_classify.runtime.engines.runners import BF16_EMULATED
+from edge_classify.runtime.errors import EXIT_PARITY, EXIT_USAGE, EdgeClassifyError, first_line
+from edge_classify.runtime.host.facts import MachineFacts
+from edge_classify.runtime.images.files import images_in
 from edge_classify.runtime.model.compare import compare
 from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo
-from edge_classify.runtime.errors import EXIT_PARITY, EXIT_USAGE, EdgeClassifyError, first_line
-from edge_classify.runtime.images.files import images_in
-from edge_classify.runtime.cache.paths import variant_path
-from edge_classify.runtime.engines.runners import BF16_EMULATED
 
-from . import convert, graph_passes, keras_model, labels as label_files, partials, quantize, sources, user_model, verify
+from . import convert, graph_passes, keras_model, partials, quantize, sources, user_model, verify
+from . import labels as label_files
 from . import precision as choose_precision
 from .formats import FORMATS
 from .precision import DEFAULT_AGREEMENT_BAR
@@ -49,6 +52,13 @@ def onnx_load(data: bytes):
     import onnx
 
     return onnx.load_from_string(data)
+
+
+# The runtime as export runs it: ONNX Runtime on the CPU, whatever GPU the machine has. Its
+# warm-up measures the engine choice among the CPU engines only, so an export on a GPU host
+# never builds a TensorRT engine.
+ON_CPU = EngineOptions(engine="onnxruntime", providers="cpu")
+CPU_ONLY = MachineFacts(ort_providers=("CPUExecutionProvider",))
 
 
 def release_memory() -> None:
@@ -192,7 +202,7 @@ def export_model(
     min_agreement: float | None = None,
     precision: str = "fixed",
     bf16: bool = False,
-    hardware_bf16: bool | None = None,
+    facts=None,
     converted_out: str | os.PathLike | None = None,
     keras_model_path: str | os.PathLike | None = None,
     custom_objects: list[str] | None = None,
@@ -218,7 +228,7 @@ def export_model(
     its candidates where it can be measured. ``bf16=True`` measures BF16's fidelity and
     records it in the FP32 model (no BF16 file). Where BF16 cannot be measured (no native
     BF16, no OpenVINO) nothing fails: ``ExportResult.bf16_not_measured`` says why and the
-    model carries no BF16 figure. ``hardware_bf16`` overrides the CPU's answer (tests).
+    model carries no BF16 figure. ``facts`` (``MachineFacts``) describe another machine (tests).
     ``converted_out`` also saves tf2onnx's output before any rewrite (no contract): the
     file a peer starts from in ``edge-bench``.
     """
@@ -244,10 +254,10 @@ def export_model(
         calib_set = quantize.split(calib, calib_max)
     bf16_ok, bf16_why = False, ""
     if bf16 or auto:
-        bf16_ok, bf16_why = choose_precision.bf16_support(hardware_bf16)
+        bf16_ok, bf16_why = choose_precision.bf16_support(facts)
     # --bf16 without native BF16: OpenVINO may still emulate it (AVX-512); measured and
     # recorded as emulated, never a candidate (_measure_bf16).
-    bf16_measure = bf16_ok or (bf16 and "openvino" in policy.installed())
+    bf16_measure = bf16_ok or (bf16 and "openvino" in (facts or MachineFacts()).installed_engines())
     file_formats = [FORMATS["fp32"]] + ([FORMATS["fp16"]] if fp16 else [])
     stages = (["build model", "convert to ONNX"] + (["convert to FP16"] if fp16 else []) + ["verify against Keras"]
               + (["quantize to INT8"] if int8 else []) + (["measure BF16"] if bf16_measure else [])
@@ -371,12 +381,12 @@ def export_model(
 
         for f in result.files:
             for _ in range(policy.SAMPLES):
-                clf = Classifier(f.path)
-                if not clf.engine_choice.fresh:
+                clf = Classifier(f.path, facts=CPU_ONLY)
+                if not clf.report.engine_choice.fresh:
                     break
-            if len(policy.installed()) > 1:
-                _say(progress, f"{f.path.name}: edge-classify runs it on {clf.runner.engine} here "
-                               f"({clf.engine_choice.reason.split(': ', 1)[-1]})")
+            if len(CPU_ONLY.installed_engines()) > 1:
+                _say(progress, f"{f.path.name}: edge-classify runs it on {clf.runner.engine} on this CPU "
+                               f"({clf.report.engine_choice.reason.split(': ', 1)[-1]})")
             del clf
     result.timings_s = prog.timings
     return result
@@ -391,7 +401,7 @@ def _verify_against_keras(file_formats, protos, images, settled, contract_for, o
         proto = protos.pop(fmt.name)
         contract = contract_for(fmt.name, None)
         convert.attach_contract(proto, contract, doc=f"{contract.model.arch} {fmt.name} exported by edge-classify")
-        clf = Classifier(proto.SerializeToString(), providers="cpu")
+        clf = Classifier(proto.SerializeToString(), ON_CPU)
         report = verify.check(settled.reference, clf.predict(images), fmt.name)
         _say(progress, f"{fmt.name}: {report.summary()} [{'ok' if report.passed else 'FAILED'}]")
         parity = {"reference": "keras load_img + img_to_array + preprocessing + predict"
@@ -477,7 +487,7 @@ def _int8(cands, calib_set, method, acts, min_agreement, auto, contract_for, pro
     q = quantize.onnx_to_int8(source.SerializeToString(), calib_set.calibrate, fp32.contract.preprocess,
                               convert.INPUT_NAME, method, acts, progress)
     del source
-    int8_clf = Classifier(q, providers="cpu")
+    int8_clf = Classifier(q, ON_CPU)
     holdout = calib_set.holdout
     fp32_holdout = fp32.classifier.predict(holdout)
     for name, c in list(cands.items()) + [("int8", Candidate("int8", q, fp32.contract, int8_clf))]:
@@ -488,8 +498,8 @@ def _int8(cands, calib_set, method, acts, min_agreement, auto, contract_for, pro
     # Engines quantize differently: the runtime's `auto` runs this file on OpenVINO only
     # with OpenVINO's own figure (runtime/policy.unverified).
     other_engines = {}
-    if "openvino" in policy.installed():
-        ov_int8 = Classifier(q, engine="openvino")
+    if "openvino" in MachineFacts().installed_engines():
+        ov_int8 = Classifier(q, EngineOptions(engine="openvino"))
         other_engines["openvino"] = compare(fp32_holdout, ov_int8.predict(holdout)).fidelity()
         ov_int8.runner.close()
         del ov_int8

@@ -47,9 +47,7 @@ def int8_activations(requested: str) -> str:
 def latency_p50_ms(classifiers: dict, iterations: int = 20) -> dict[str, float]:
     """Batch-1 p50 of each candidate ``Classifier`` on this machine, in alternating rounds."""
     first = next(iter(classifiers.values()))
-    h, w = first.contract.preprocess.input_size
-    shape = (h, w, 3) if first.contract.preprocess.layout == "NHWC" else (3, h, w)
-    x = np.random.default_rng(0).uniform(-120, 150, (1,) + shape).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-120, 150, first.contract.preprocess.input_shape(1)).astype(np.float32)
     samples = alternate({n: (lambda c=c: c.run(x)) for n, c in classifiers.items()}, iterations, warmup=1, gap_s=0.01)
     return {n: statistics.median(v) * 1e3 for n, v in samples.items()}
 
@@ -79,23 +77,16 @@ def choose(agreement: dict[str, float], latency_ms: dict[str, float], bar: float
 
 
 # --- BF16: measured, gated, recorded ----------------------------------------------------
-def detect_hardware_bf16() -> bool:
-    """Does OpenVINO find native BF16 (AMX-BF16 / AVX512-BF16) on this CPU?"""
-    from edge_classify.runtime.host import deps
-    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
+def bf16_support(facts=None) -> tuple[bool, str]:
+    """(can native BF16 be measured here, why not), for the machine ``facts`` describe
+    (``host.facts.MachineFacts``; default: this one)."""
+    from edge_classify.runtime.host.deps import install_hint
+    from edge_classify.runtime.host.facts import MachineFacts
 
-    return hardware_bf16(deps.openvino())
-
-
-def bf16_support(hardware_bf16: bool | None = None) -> tuple[bool, str]:
-    """(can BF16 be measured here, why not). ``hardware_bf16`` overrides the CPU's answer
-    (tests); ``None`` asks OpenVINO."""
-    from edge_classify.runtime.engines import policy
-
-    if "openvino" not in policy.installed():
-        return False, "OpenVINO is not installed (pip install 'edge-classify[openvino]'), and only OpenVINO runs BF16"
-    has = detect_hardware_bf16() if hardware_bf16 is None else bool(hardware_bf16)
-    if not has:
+    facts = facts or MachineFacts()
+    if "openvino" not in facts.installed_engines():
+        return False, f"OpenVINO is not installed ({install_hint('openvino')}), and only OpenVINO runs BF16"
+    if not facts.bf16():
         return False, f"this CPU ({cpu_name()}) has no native BF16 (AMX-BF16 or AVX512-BF16)"
     return True, ""
 
@@ -107,12 +98,13 @@ def cpu_name() -> str:
 
 
 def bf16_classifier(fp32_model: bytes):
-    """The FP32 model run by OpenVINO with the bf16 inference hint, whatever the CPU
-    (``hardware_bf16=True`` lets the hint through the runtime's policy); its
-    ``runner.precision`` says what OpenVINO then computes: bf16, ``BF16_EMULATED`` or fp32."""
-    from edge_classify.runtime.classifier import Classifier
+    """The FP32 model run by OpenVINO with the bf16 inference hint, whatever the CPU (facts
+    claiming native BF16 let the hint through the runtime's policy); its ``runner.precision``
+    says what OpenVINO then computes: bf16, ``BF16_EMULATED`` or fp32 (its own report)."""
+    from edge_classify.runtime import Classifier, EngineOptions, MachineFacts
 
-    return Classifier(fp32_model, engine="openvino", precision="bf16", providers="auto", hardware_bf16=True)
+    return Classifier(fp32_model, EngineOptions(engine="openvino", precision="bf16"),
+                      facts=MachineFacts(native_bf16=True))
 
 
 def bf16_fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -157,9 +149,9 @@ def measure_bf16(classifier, images: list, reference: np.ndarray, bar: float,
 def emulated_speed(bf16_clf, fp32_model: bytes) -> dict:
     """Batch-1 p50 of emulated bf16 against OpenVINO's own f32 on the same file, so that the
     figure says what emulation costs here (never chosen either way)."""
-    from edge_classify.runtime.classifier import Classifier
+    from edge_classify.runtime import Classifier, EngineOptions
 
-    f32 = Classifier(fp32_model, engine="openvino", precision="fp32", providers="auto")
+    f32 = Classifier(fp32_model, EngineOptions(engine="openvino", precision="fp32"))
     try:
         ms = latency_p50_ms({"bf16": bf16_clf, "fp32": f32})
     finally:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_classify.runtime.images import preprocess
-from edge_classify.runtime.model.contract import PreprocessSpec
 from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.images import preprocess
 from edge_classify.runtime.images.files import images_in, is_image_name
+from edge_classify.runtime.model.contract import PreprocessSpec
 
 from . import partials
 
@@ -96,7 +96,11 @@ def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, in
                  method: str = "minmax", activations: str = "s8", progress: bool = True) -> bytes:
     """Static INT8 quantization (QDQ, per-channel weights) calibrated on ``images``."""
     from onnxruntime.quantization import (
-        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
 
     if method not in METHODS:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
 from edge_classify.runtime.model import heads as runtime_heads
 from edge_classify.runtime.model.contract import LabelSet, PreprocessSpec
-from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
 from edge_classify.runtime.model.preprocess_modes import meanstd_scale_warning, parse_preprocess
 
-from . import keras_head, labels as label_files, sources, verify
+from . import keras_head, sources, verify
+from . import labels as label_files
 from .sources import Source
 
 RESIZE_NOTE = {

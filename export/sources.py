@@ -11,8 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_classify.runtime.model.contract import LabelSet
 from edge_classify.runtime.errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
+from edge_classify.runtime.model.contract import LabelSet
 
 from . import keras_model, user_model
 from .weights import WeightsSpec, sha256_file

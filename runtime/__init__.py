@@ -6,16 +6,17 @@ OpenCV and ONNX Runtime on first use, and nothing here ever imports TensorFlow.
 
 __version__ = "0.1.0"
 
-__all__ = ["Classifier", "Classification", "Prediction", "EdgeClassifyError", "__version__"]
+__all__ = ["Classifier", "Classification", "Prediction", "EngineOptions", "TensorRTOptions", "MachineFacts",
+           "EdgeClassifyError", "__version__"]
+
+_WHERE = {"Classifier": "classifier", "Classification": "results", "Prediction": "results",
+          "EngineOptions": "engines.options", "TensorRTOptions": "engines.options", "MachineFacts": "host.facts",
+          "EdgeClassifyError": "errors"}
 
 
 def __getattr__(name):  # PEP 562: keep `import edge_classify.runtime` cheap
-    if name in ("Classifier", "Classification", "Prediction"):
-        from . import classifier
+    if name in _WHERE:
+        import importlib
 
-        return getattr(classifier, name)
-    if name == "EdgeClassifyError":
-        from .errors import EdgeClassifyError
-
-        return EdgeClassifyError
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(name)

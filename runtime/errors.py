@@ -8,16 +8,45 @@ tell a crash from "some inputs failed".
 
 from __future__ import annotations
 
-# Exit codes, shared by both CLIs and documented in the README.
+# Exit codes of every command line. EXIT_CODES says what each means for each command; the
+# commands' --help and the README's "Exit codes" lines say the same (tests/test_docs.py).
 EXIT_OK = 0
-EXIT_INPUTS_FAILED = 1  # edge-classify: some inputs could not be classified
+EXIT_INPUTS_FAILED = 1  # some inputs could not be classified (edge-doctor: a check failed)
 EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_MODEL = 3  # model / provider / weights problem: nothing could run
 EXIT_PARITY = 4  # export-model: exported model disagrees with Keras beyond tolerance
+EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE in sysexits.h); the traceback is saved
 EXIT_OUTPUT = 74  # edge-classify -o: the results file cannot be written (disk full, ...): --resume later
-EXIT_INTERNAL = 70  # a bug in edge-classify (EX_SOFTWARE in sysexits.h); the traceback is saved
-EXIT_INTERRUPTED = 130
+EXIT_STREAM_LOST = 75  # EX_TEMPFAIL (sysexits.h): a live source went away; running again may work
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (`| head`): 128 + SIGPIPE, as shells report it
+
+_INTERNAL = "internal error (a bug: the message says where the traceback was saved)"
+EXIT_CODES = {
+    "export-model": {EXIT_OK: "written", EXIT_USAGE: "usage", EXIT_MODEL: "weights or model error",
+                     EXIT_PARITY: "parity or agreement check failed (nothing written)", EXIT_INTERNAL: _INTERNAL,
+                     EXIT_INTERRUPTED: "interrupted (nothing partial is left at the output path)"},
+    "edge-classify": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some inputs failed", EXIT_USAGE: "usage",
+                      EXIT_MODEL: "model or provider error", EXIT_INTERNAL: _INTERNAL,
+                      EXIT_OUTPUT: "cannot write --output (the rows so far are kept: --resume later)",
+                      EXIT_STREAM_LOST: "a live stream was lost", EXIT_INTERRUPTED: "interrupted",
+                      EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
+    "edge-classify-bulk": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some images failed (their rows say why)",
+                           EXIT_USAGE: "usage", EXIT_MODEL: "model error", EXIT_INTERNAL: _INTERNAL,
+                           EXIT_INTERRUPTED: "interrupted (finished parts are kept: run again to resume)"},
+    "edge-doctor": {EXIT_OK: "nothing failed (warnings and notes do not fail)",
+                    EXIT_INPUTS_FAILED: "something failed (each failure has a fix: line)", EXIT_USAGE: "usage",
+                    EXIT_INTERNAL: _INTERNAL,
+                    EXIT_INTERRUPTED: "interrupted"},
+}
+
+
+def exit_codes_help(command: str) -> str:
+    """The ``exit codes:`` paragraph of a command's --help, from ``EXIT_CODES``."""
+    import textwrap
+
+    text = ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES[command].items())
+    return textwrap.fill("exit codes: " + text, width=100, subsequent_indent="            ")
 
 REPORT_TO = "the edge-classify issue tracker (README: Reporting bugs)"
 

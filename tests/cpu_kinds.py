@@ -4,8 +4,8 @@ Two facts differ between the CPU kinds this project has run on, and nothing else
 BF16 policy depends on the CPU:
 
 - **native BF16**: OpenVINO's ``OPTIMIZATION_CAPABILITIES`` lists ``BF16`` (AVX512-BF16 or
-  AMX-BF16). ``openvino_runner.hardware_bf16`` reads it; the runtime's policy, the export and
-  the runner's precision label all ask it there.
+  AMX-BF16). ``host.facts.openvino_native_bf16`` reads it; the machine facts (so the runtime's
+  policy and the export) and the runner's precision label all ask it there.
 - **what OpenVINO computes when told bf16**: the inference precision the compiled model
   reports back (OpenVINO 2026.4.1): ``f32`` on an AVX2 CPU (the hint is ignored), ``bf16``
   on any AVX-512 CPU, emulated by oneDNN where BF16 is not native.
@@ -23,6 +23,7 @@ decisions, never BF16 numerics.
 from __future__ import annotations
 
 from edge_classify.runtime.engines import openvino_runner
+from edge_classify.runtime.host import facts
 
 # kind -> (native BF16 in OPTIMIZATION_CAPABILITIES, precision reported when told bf16)
 KINDS = {
@@ -34,7 +35,7 @@ KINDS = {
 
 def inject(monkeypatch, kind: str) -> None:
     native, told_bf16 = KINDS[kind]
-    monkeypatch.setattr(openvino_runner, "hardware_bf16", lambda ov, device="CPU": native)
+    monkeypatch.setattr(facts, "openvino_native_bf16", lambda device="CPU": native)
 
     def reported(self, compiled):
         asked = self._config["INFERENCE_PRECISION_HINT"]

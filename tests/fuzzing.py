@@ -64,9 +64,9 @@ def target(data: bytes) -> str:
     Any other exception escapes: that is a bug (the runtime would report it per image,
     but every failure of a decoder must be an ``InputError`` with a reason).
     """
+    from edge_classify.runtime.errors import InputError
     from edge_classify.runtime.images import preprocess
     from edge_classify.runtime.model.contract import PreprocessSpec
-    from edge_classify.runtime.errors import InputError
 
     try:
         img, _ = preprocess.decode_with_notes(data)

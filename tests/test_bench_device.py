@@ -16,6 +16,7 @@ import sys
 
 import onnxruntime as ort
 import pytest
+
 import tiny_models
 from conftest import script
 from edge_classify.benchmarks import lineup, peak, report

@@ -28,10 +28,9 @@ import cpu_kinds
 from edge_classify.export import cli as export_cli
 from edge_classify.export import keras_model, verify
 from edge_classify.export import precision as prec
-from edge_classify.runtime import Classifier
-from edge_classify.runtime.engines import policy
-from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime import Classifier, EngineOptions, MachineFacts
 from edge_classify.runtime.engines.runners import BF16_EMULATED
+from edge_classify.runtime.errors import EdgeClassifyError
 
 pytest.importorskip("openvino")
 
@@ -66,12 +65,12 @@ def export(tmp_path, capsys, *args) -> tuple[Path, str]:
 
 
 def figure(path) -> dict | None:
-    return (Classifier(path, providers="cpu").contract.parity or {}).get("bf16")
+    return (Classifier(path, EngineOptions(providers="cpu")).contract.parity or {}).get("bf16")
 
 
 def on_openvino(path, hw: bool = True) -> Classifier:
     """The runtime's automatic precision for this model on OpenVINO, with a BF16 CPU injected."""
-    return Classifier(path, engine="openvino", hardware_bf16=hw)
+    return Classifier(path, EngineOptions(engine="openvino"), facts=MachineFacts(native_bf16=hw))
 
 
 # --- an AVX2 CPU: OpenVINO computes f32 when told bf16, nothing recorded, and it says why ---
@@ -84,7 +83,7 @@ def test_no_bf16_cpu_records_nothing_and_says_why(tiny_build, monkeypatch, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # never a BF16 file
     assert figure(out) is None
     clf = on_openvino(out)  # even a BF16 CPU would not run BF16 for this model
-    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.precision_reason
+    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.report.precision_reason
 
 
 # --- an AVX-512 CPU without native BF16: emulated, measured, recorded as such, never run ----
@@ -100,20 +99,20 @@ def test_emulating_cpu_records_an_emulated_figure_that_never_counts(tiny_build, 
     assert "bf16 emulated by OpenVINO on this CPU" in stdout and "recorded as emulated, never run" in stdout
     assert f"{e['p50_ms_batch1'] / e['fp32_p50_ms_batch1']:.2f}x" in stdout
     assert "BF16 not measured" not in stdout
-    clf = Classifier(out, engine="openvino")  # this CPU: no native BF16, so never BF16
-    assert clf.runner.precision == "fp32" and "BF16 not applicable" in clf.precision_reason
+    clf = Classifier(out, EngineOptions(engine="openvino"))  # this CPU: no native BF16, so never BF16
+    assert clf.runner.precision == "fp32" and "BF16 not applicable" in clf.report.precision_reason
     with pytest.raises(EdgeClassifyError, match="no native BF16"):  # and not when asked for either
-        Classifier(out, engine="openvino", precision="bf16")
+        Classifier(out, EngineOptions(engine="openvino", precision="bf16"))
     cpu_kinds.inject(monkeypatch, "amx")  # the same file on a CPU with native BF16: not evidence there
-    clf = Classifier(out, engine="openvino")
-    assert clf.runner.precision == "fp32" and "emulates bf16" in clf.precision_reason
+    clf = Classifier(out, EngineOptions(engine="openvino"))
+    assert clf.runner.precision == "fp32" and "emulates bf16" in clf.report.precision_reason
 
 
 def test_auto_on_an_emulating_cpu_never_picks_bf16(tiny_build, monkeypatch, tmp_path, capsys, calib_dir):
     cpu_kinds.inject(monkeypatch, "avx512")
     _latency(monkeypatch, {"fp32": 40.0, "fp16": 41.0, "int8": 42.0, "bf16": 1.0})  # were it a candidate, it would win
     out, stdout = export(tmp_path, capsys, *AUTO, "--bf16", "--calib", str(calib_dir))
-    c = Classifier(out, providers="cpu").contract
+    c = Classifier(out, EngineOptions(providers="cpu")).contract
     sel = c.provenance["selection"]
     assert set(sel["candidates"]) == {"fp32", "fp16", "int8"} and sel["chosen"] == "fp32"
     why = sel["not_candidates"]["bf16"]
@@ -123,17 +122,15 @@ def test_auto_on_an_emulating_cpu_never_picks_bf16(tiny_build, monkeypatch, tmp_
 
 
 def test_bf16_support_reasons(monkeypatch):
-    assert prec.bf16_support(hardware_bf16=True) == (True, "")
-    ok, why = prec.bf16_support(hardware_bf16=False)
+    both = ("onnxruntime", "openvino")
+    assert prec.bf16_support(MachineFacts(engines=both, native_bf16=True)) == (True, "")
+    ok, why = prec.bf16_support(MachineFacts(engines=both, native_bf16=False))
     assert not ok and "no native BF16" in why
-    monkeypatch.setattr(policy, "installed", lambda: ["onnxruntime"])
-    ok, why = prec.bf16_support(hardware_bf16=True)
+    ok, why = prec.bf16_support(MachineFacts(engines=("onnxruntime",), native_bf16=True))
     assert not ok and "OpenVINO is not installed" in why
-    monkeypatch.undo()
-    from edge_classify.runtime.host import deps
-    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
+    from edge_classify.runtime.host.facts import openvino_native_bf16
 
-    assert prec.bf16_support()[0] == hardware_bf16(deps.openvino())  # undisturbed: the CPU's own answer
+    assert prec.bf16_support()[0] == openvino_native_bf16()  # undisturbed: the CPU's own answer
 
 
 # --- BF16 CPU (injected): the figure is written, consistent, and used by the runtime -----
@@ -143,7 +140,7 @@ def test_bf16_figure_written_and_used_by_runtime(tiny_build, monkeypatch, tmp_pa
     cpu_kinds.inject(monkeypatch, "amx")
     out, stdout = export(tmp_path, capsys, "--bf16", "--calib", str(calib_dir))
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # BF16 runs the FP32 file: no file of its own
-    c = Classifier(out, providers="cpu").contract
+    c = Classifier(out, EngineOptions(providers="cpu")).contract
     assert c.model.precision == "fp32"
     f = c.parity["bf16"]
     assert FIGURE_KEYS <= set(f)
@@ -156,7 +153,7 @@ def test_bf16_figure_written_and_used_by_runtime(tiny_build, monkeypatch, tmp_pa
     assert f["images"] == len(samples) + len(heldout) and all(p.is_file() for p in heldout)
     # The stored numbers are what running both on those photos gives.
     paths = samples + heldout
-    ref = Classifier(out, providers="cpu").predict(paths)
+    ref = Classifier(out, EngineOptions(providers="cpu")).predict(paths)
     again = prec.bf16_fidelity(ref, prec.bf16_classifier(out.read_bytes()).predict(paths))
     for k in ("top1_agreement", "top5_overlap", "max_abs_diff"):
         assert again[k] == pytest.approx(f[k], abs=1e-6), k
@@ -165,8 +162,8 @@ def test_bf16_figure_written_and_used_by_runtime(tiny_build, monkeypatch, tmp_pa
 
     clf = on_openvino(out)
     if f["passed"]:
-        assert "agreement" in clf.precision_reason and ">=" in clf.precision_reason
-        assert f"{f['top1_agreement']:.3f}" in clf.precision_reason
+        assert "agreement" in clf.report.precision_reason and ">=" in clf.report.precision_reason
+        assert f"{f['top1_agreement']:.3f}" in clf.report.precision_reason
     assert on_openvino(out, hw=False).runner.precision == "fp32"  # no BF16 CPU: never BF16
 
 
@@ -174,7 +171,7 @@ def test_model_without_figure_stays_fp32(tmp_path):
     from tiny_models import make
 
     clf = on_openvino(make(tmp_path / "plain.onnx"))
-    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.precision_reason
+    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.report.precision_reason
 
 
 # --- a failing figure: recorded, passed False, and the runtime keeps FP32 -----------------
@@ -192,7 +189,7 @@ def test_failing_figure_is_recorded_and_not_used(tiny_build, monkeypatch, tmp_pa
     assert f["top1_agreement"] == 0.98 and f["bar"] == 0.99 and f["passed"] is False
     assert "FAILED" in stdout and "keeps FP32" in stdout
     clf = on_openvino(out)
-    assert clf.runner.precision == "fp32" and "below" in clf.precision_reason
+    assert clf.runner.precision == "fp32" and "below" in clf.report.precision_reason
 
 
 # --- --precision auto: BF16 is a candidate where it can be measured ------------------------
@@ -210,7 +207,7 @@ def test_auto_chooses_bf16_and_writes_the_fp32_file(tiny_build, monkeypatch, tmp
     _agreement(monkeypatch, 1.0)
     _latency(monkeypatch, {"fp32": 40.0, "fp16": 41.0, "int8": 30.0, "bf16": 10.0})
     out, stdout = export(tmp_path, capsys, *AUTO, "--calib", str(calib_dir))
-    c = Classifier(out, providers="cpu").contract
+    c = Classifier(out, EngineOptions(providers="cpu")).contract
     sel, f = c.provenance["selection"], c.parity["bf16"]
     assert set(sel["candidates"]) == {"fp32", "fp16", "int8", "bf16"}
     assert sel["candidates"]["bf16"]["fidelity"]["top1_agreement"] == f["top1_agreement"] == 1.0
@@ -218,7 +215,7 @@ def test_auto_chooses_bf16_and_writes_the_fp32_file(tiny_build, monkeypatch, tmp
     assert sel["chosen"] == "bf16" and c.model.precision == "fp32"  # the FP32 file, with its passing figure
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
     assert f"{LABEL} is the fastest" in sel["reason"] and LABEL in stdout
-    assert "agreement" in on_openvino(out).precision_reason
+    assert "agreement" in on_openvino(out).report.precision_reason
 
 
 def test_auto_lists_a_rejected_bf16_with_its_numbers(tiny_build, monkeypatch, tmp_path, capsys, calib_dir):
@@ -226,7 +223,7 @@ def test_auto_lists_a_rejected_bf16_with_its_numbers(tiny_build, monkeypatch, tm
     _agreement(monkeypatch, 0.98)
     _latency(monkeypatch, {"fp32": 40.0, "fp16": 41.0, "int8": 42.0, "bf16": 10.0})
     out, stdout = export(tmp_path, capsys, *AUTO, "--calib", str(calib_dir))
-    c = Classifier(out, providers="cpu").contract
+    c = Classifier(out, EngineOptions(providers="cpu")).contract
     sel = c.provenance["selection"]
     assert sel["chosen"] == "fp32" == c.model.precision
     bf = sel["candidates"]["bf16"]
@@ -240,7 +237,7 @@ def test_auto_without_bf16_cpu_says_bf16_was_no_candidate(kind, tiny_build, monk
                                                           calib_dir):
     cpu_kinds.inject(monkeypatch, kind)
     out, stdout = export(tmp_path, capsys, *AUTO, "--calib", str(calib_dir))
-    sel = Classifier(out, providers="cpu").contract.provenance["selection"]
+    sel = Classifier(out, EngineOptions(providers="cpu")).contract.provenance["selection"]
     assert set(sel["candidates"]) == {"fp32", "fp16", "int8"}
     assert "no native BF16" in sel["not_candidates"]["bf16"]
     assert "BF16 not a --precision auto candidate" in stdout
@@ -261,8 +258,8 @@ def test_latency_and_bf16_measure_on_onnx_stand_in(tmp_path, photos):
     from tiny_models import make
 
     data = make(tmp_path / "t.onnx").read_bytes()
-    fp32, bf16 = Classifier(data, providers="cpu"), prec.bf16_classifier(data)
-    assert bf16.runner.engine == "openvino" and bf16.precision_reason == "--precision bf16"
+    fp32, bf16 = Classifier(data, EngineOptions(providers="cpu")), prec.bf16_classifier(data)
+    assert bf16.runner.engine == "openvino" and bf16.report.precision_reason == "--precision bf16"
     ms = prec.latency_p50_ms({"fp32": fp32, "bf16": bf16}, iterations=3)
     assert set(ms) == {"fp32", "bf16"} and all(v > 0 for v in ms.values())
     f = prec.measure_bf16(bf16, photos[:6], fp32.predict(photos[:6]), 0.5)
@@ -293,7 +290,7 @@ def test_export_does_not_import_benchmarks():
 def test_bf16_figure_on_resnet50_standin(exported, calib_dir):
     data = Path(exported["fp32"]).read_bytes()
     photos = sorted(calib_dir.iterdir())[:6]
-    ref = Classifier(data, providers="cpu").predict(photos)
+    ref = Classifier(data, EngineOptions(providers="cpu")).predict(photos)
     clf = prec.bf16_classifier(data)
     f = prec.measure_bf16(clf, photos, ref, prec.DEFAULT_AGREEMENT_BAR)
     ran = clf.runner.precision  # what OpenVINO computed when told bf16, on this CPU

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import script
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions
 from edge_classify.runtime.apps.classify import main
 
 LINE = re.compile(r"^(\d+)\. (\S+): (\d+\.\d\d)%$")
@@ -32,7 +32,7 @@ def test_one_image_prints_familiar_top3(exported, photos, capsys):
     matches = [LINE.match(line) for line in lines]
     assert all(matches) and [m.group(1) for m in matches] == ["1", "2", "3"]
     # The lines are the model's top-3, formatted from its probabilities.
-    top = Classifier(exported["fp32"], providers="cpu").classify(photos[1], top_k=3)[0].predictions
+    top = Classifier(exported["fp32"], EngineOptions(providers="cpu")).classify(photos[1], top_k=3)[0].predictions
     assert lines == [f"{i}. {p.label}: {p.probability * 100:.2f}%" for i, p in enumerate(top, 1)]
     # The engine and device actually used are reported (auto: ONNX Runtime for one image).
     assert "on onnxruntime (CPUExecutionProvider)" in err
@@ -171,10 +171,10 @@ def test_spinning_knob_reaches_the_session(exported, photos):
     """Spinning is on inside runs and always stopped when a run returns; spinning=False turns it off."""
 
     def entry(clf, key):
-        return clf.session.get_session_options().get_session_config_entry(key)
+        return clf.runner.session.get_session_options().get_session_config_entry(key)
 
-    on = Classifier(exported["fp32"], providers="cpu")
-    off = Classifier(exported["fp32"], providers="cpu", spinning=False)
+    on = Classifier(exported["fp32"], EngineOptions(providers="cpu"))
+    off = Classifier(exported["fp32"], EngineOptions(providers="cpu", spinning=False))
     assert (entry(on, "session.intra_op.allow_spinning"), entry(off, "session.intra_op.allow_spinning")) == ("1", "0")
     assert entry(on, "session.force_spinning_stop") == entry(off, "session.force_spinning_stop") == "1"
     assert np.array_equal(on.predict(photos[:2]), off.predict(photos[:2]))
@@ -183,7 +183,7 @@ def test_spinning_knob_reaches_the_session(exported, photos):
 def test_arrays_and_bytes_through_api(exported, photos):
     from PIL import Image
 
-    clf = Classifier(exported["fp32"], providers="cpu")
+    clf = Classifier(exported["fp32"], EngineOptions(providers="cpu"))
     rgb = np.asarray(Image.open(photos[2]).convert("RGB"))
     by_path, by_bytes, by_array = clf.classify([photos[2], photos[2].read_bytes(), rgb], top_k=3)
     assert by_path.predictions == by_bytes.predictions == by_array.predictions
@@ -198,21 +198,21 @@ def test_optimised_graph_cache(exported, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     model = tmp_path / "m.onnx"
     shutil.copy(exported["fp32"], model)
-    first = Classifier(model, providers="cpu")
-    assert first.cache_status == "stored"
+    first = Classifier(model, EngineOptions(providers="cpu"))
+    assert first.report.cache_status == "stored"
     key = store.entry_key(first.model_sha256, __import__("onnxruntime").__version__, "all")
     cached = store.cache_dir() / f"{key}.onnx"
     assert cached.is_file()
-    second = Classifier(model, providers="cpu")
-    assert second.cache_status == "hit" and second.contract == first.contract
+    second = Classifier(model, EngineOptions(providers="cpu"))
+    assert second.report.cache_status == "hit" and second.contract == first.contract
     assert np.array_equal(first.predict(photos[:3]), second.predict(photos[:3]))
     cached.write_bytes(b"damaged")
-    assert Classifier(model, providers="cpu").cache_status == "stored"
+    assert Classifier(model, EngineOptions(providers="cpu")).report.cache_status == "stored"
     monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
-    assert Classifier(model, providers="cpu").cache_status == "off"
+    assert Classifier(model, EngineOptions(providers="cpu")).report.cache_status == "off"
     monkeypatch.delenv("EDGE_CLASSIFY_NO_CACHE")
     os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))  # touched, same bytes
-    assert Classifier(model, providers="cpu").cache_status == "hit"
+    assert Classifier(model, EngineOptions(providers="cpu")).report.cache_status == "hit"
     assert len(list(cached.parent.glob("*.onnx"))) == 1
 
 
@@ -230,5 +230,5 @@ def test_warmup_alone_loads_runs_blank_batches_and_exits_zero(tmp_path, capsys, 
     assert re.search(r"warm-up: batch 1 in [\d.]+ ms, batch 4 in [\d.]+ ms", err)
     rc, out, err = run_cli(capsys, "--model", model, "--engine", "onnxruntime")
     assert rc == 2 and "no images" in err
-    clf = Classifier(model, providers="cpu", batch_size=4)
+    clf = Classifier(model, EngineOptions(providers="cpu"), batch_size=4)
     assert set(clf.warmup()) == {1, 4}

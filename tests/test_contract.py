@@ -6,10 +6,14 @@ import json
 
 import pytest
 
-from edge_classify.runtime.model.contract import (
-    PREFIX, LabelSet, ModelContract, ModelInfo, PreprocessSpec,
-)
 from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.model.contract import (
+    PREFIX,
+    LabelSet,
+    ModelContract,
+    ModelInfo,
+    PreprocessSpec,
+)
 
 
 def custom_contract(**overrides) -> ModelContract:

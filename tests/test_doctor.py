@@ -373,6 +373,7 @@ def test_edge_doctor_on_a_tiny_model(tmp_path):
     of the graph ONNX Runtime optimised (saved here by a session of our own); no TensorFlow."""
     import onnx
     import onnxruntime as ort
+
     import tiny_models
 
     model = tiny_models.make(tmp_path / "tiny.onnx", classes=7)

@@ -11,11 +11,11 @@ import pytest
 
 import cpu_kinds
 import tiny_models
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions, MachineFacts
 from edge_classify.runtime.engines import policy
-from edge_classify.runtime.model import onnx_meta
-from edge_classify.runtime.errors import EdgeClassifyError
 from edge_classify.runtime.engines.runners import BF16_EMULATED
+from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.model import onnx_meta
 
 BOTH = ["onnxruntime", "openvino"]
 PASSING_BF16 = {"bf16": {"top1_agreement": 1.0, "bar": 0.99, "images": 8, "passed": True}}
@@ -47,10 +47,10 @@ def test_unknown_engine_is_a_usage_error():
 
 def test_naming_an_engine_that_is_not_installed_lists_what_is(tiny):
     with pytest.raises(EdgeClassifyError) as e:
-        Classifier(tiny, engine="openvino", available_engines=["onnxruntime"])
+        Classifier(tiny, EngineOptions(engine="openvino"), facts=MachineFacts(engines=["onnxruntime"]))
     assert e.value.exit_code == 3
     assert "not installed" in e.value.message and "installed: onnxruntime" in e.value.hint
-    assert "edge-classify[openvino]" in e.value.hint
+    assert "pip install -e '.[openvino]'" in e.value.hint
 
 
 def test_an_onnxruntime_provider_with_the_openvino_engine_is_refused():
@@ -104,10 +104,9 @@ def test_a_small_run_goes_to_the_leaner_start_up_without_measuring(tmp_path, mon
     assert policy.small_run(None, BOTH) is None  # a long-lived Classifier: unknown workload
     assert policy.small_run(1, ["openvino"]) is None  # ONNX Runtime barred or absent
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
-    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
-                     available_providers=["CPUExecutionProvider"], images_hint=1)
-    assert clf.runner.engine == "onnxruntime" and "start-up" in clf.engine_choice.reason
-    assert not clf.engine_choice.measured and not list((tmp_path / "home" / "ort-cache").glob("*.engine"))
+    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), EngineOptions(engine="auto", images_hint=1), facts=MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"]))
+    assert clf.runner.engine == "onnxruntime" and "start-up" in clf.report.engine_choice.reason
+    assert not clf.report.engine_choice.measured and not list((tmp_path / "home" / "ort-cache").glob("*.engine"))
 
 
 def test_prior_is_used_only_for_its_cases():
@@ -150,8 +149,8 @@ def test_explicit_bf16_fails_clearly_where_it_cannot_run():
 
 
 def test_classifier_on_a_bf16_cpu_without_a_figure_stays_fp32(tmp_path):
-    clf = Classifier(tiny_models.make(tmp_path / "t.onnx"), engine="openvino", hardware_bf16=True)
-    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.precision_reason
+    clf = Classifier(tiny_models.make(tmp_path / "t.onnx"), EngineOptions(engine="openvino"), facts=MachineFacts(native_bf16=True))
+    assert clf.runner.precision == "fp32" and "no BF16 fidelity figure" in clf.report.precision_reason
 
 
 @pytest.mark.parametrize("kind,auto,asked", [
@@ -162,14 +161,14 @@ def test_classifier_on_a_bf16_cpu_without_a_figure_stays_fp32(tmp_path):
 def test_classifier_chooses_bf16_on_evidence_and_reports_what_ran(tmp_path, monkeypatch, kind, auto, asked):
     cpu_kinds.inject(monkeypatch, kind)
     model = tiny_models.make(tmp_path / "t.onnx", parity=PASSING_BF16)
-    clf = Classifier(model, engine="openvino")
+    clf = Classifier(model, EngineOptions(engine="openvino"))
     assert clf.runner.precision == auto
-    assert ("agreement" in clf.precision_reason) == (auto == "bf16")
+    assert ("agreement" in clf.report.precision_reason) == (auto == "bf16")
     if asked is None:
         with pytest.raises(EdgeClassifyError, match="no native BF16"):
-            Classifier(model, engine="openvino", precision="bf16")
+            Classifier(model, EngineOptions(engine="openvino", precision="bf16"))
     else:
-        assert Classifier(model, engine="openvino", precision="bf16").runner.precision == asked
+        assert Classifier(model, EngineOptions(engine="openvino", precision="bf16")).runner.precision == asked
 
 
 def test_a_bf16_figure_measured_under_emulation_does_not_count():
@@ -206,19 +205,18 @@ def test_reported_types_are_read_by_their_short_names():
 def test_openvino_told_bf16_reports_what_this_cpu_computes(tiny):
     """On this machine, whatever it is: the label follows OpenVINO's own read-back and its
     native-BF16 capability; where it says f32 the output is f32's."""
-    import openvino
-
     from edge_classify.runtime.engines import openvino_runner as ovr
+    from edge_classify.runtime.host import deps, facts
 
-    runner = ovr.OpenVinoRunner(openvino, str(tiny), "fp32", "bf16")
-    core = ovr.core(openvino)
+    runner = ovr.OpenVinoRunner(str(tiny), "fp32", "bf16")
+    core = deps.openvino_core()
     compiled = core.compile_model(core.read_model(str(tiny)), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     hint = ovr.type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     assert hint in ("f32", "bf16")
-    native = ovr.hardware_bf16(openvino)
+    native = facts.openvino_native_bf16()
     assert runner.precision == ("fp32" if hint == "f32" else "bf16" if native else BF16_EMULATED)
     if runner.precision == "fp32":
-        f32 = ovr.OpenVinoRunner(openvino, str(tiny), "fp32", "fp32")
+        f32 = ovr.OpenVinoRunner(str(tiny), "fp32", "fp32")
         x = np.random.default_rng(2).uniform(-120, 150, (2, 224, 224, 3)).astype(np.float32)
         assert float(np.abs(runner.run(x) - f32.run(x)).max()) <= 1e-6  # bf16 moves this model's by 4e-5
 
@@ -241,19 +239,19 @@ def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     model = tiny_models.make(tmp_path / "m.onnx", seed=3)
     def auto():
-        return Classifier(model, engine="auto", available_engines=BOTH, available_providers=["CPUExecutionProvider"])
+        return Classifier(model, EngineOptions(engine="auto"), facts=MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"]))
 
     first = auto()
-    assert first.engine_choice.reason.startswith("measured now (run 1 of 3")
-    assert set(first.engine_choice.measured) == set(BOTH)
-    assert first.runner.engine == first.engine_choice.engine
-    assert auto().engine_choice.reason.startswith("measured now (run 2 of 3")
+    assert first.report.engine_choice.reason.startswith("measured now (run 1 of 3")
+    assert set(first.report.engine_choice.measured) == set(BOTH)
+    assert first.runner.engine == first.report.engine_choice.engine
+    assert auto().report.engine_choice.reason.startswith("measured now (run 2 of 3")
     third = auto()
-    assert third.engine_choice.reason.startswith("measured now (run 3 of 3")
-    assert third.engine_choice.measured["openvino"]["runs"] == 3
+    assert third.report.engine_choice.reason.startswith("measured now (run 3 of 3")
+    assert third.report.engine_choice.measured["openvino"]["runs"] == 3
     second = auto()
-    assert second.engine_choice.reason.startswith("measured on this machine earlier")
-    assert second.engine_choice.engine == third.engine_choice.engine
+    assert second.report.engine_choice.reason.startswith("measured on this machine earlier")
+    assert second.report.engine_choice.engine == third.report.engine_choice.engine
     assert np.allclose(first.run(np.zeros((2, 224, 224, 3), np.float32)),
                        second.run(np.zeros((2, 224, 224, 3), np.float32)), atol=1e-5)
 
@@ -261,12 +259,11 @@ def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
     records = list((tmp_path / "home" / "ort-cache").glob("*.engine"))
     assert len(records) == 1
     records[0].write_text(json.dumps({"engine": "tensorflow"}))
-    assert auto().engine_choice.reason.startswith("measured now (run 1")
+    assert auto().report.engine_choice.reason.startswith("measured now (run 1")
 
     # Another model: another key, measured again.
-    other = Classifier(tiny_models.make(tmp_path / "o.onnx", seed=4), engine="auto", available_engines=BOTH,
-                       available_providers=["CPUExecutionProvider"])
-    assert other.engine_choice.reason.startswith("measured now")
+    other = Classifier(tiny_models.make(tmp_path / "o.onnx", seed=4), EngineOptions(engine="auto"), facts=MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"]))
+    assert other.report.engine_choice.reason.startswith("measured now")
 
 
 def test_auto_falls_back_when_one_engine_cannot_load_the_model(tmp_path, monkeypatch):
@@ -277,27 +274,25 @@ def test_auto_falls_back_when_one_engine_cannot_load_the_model(tmp_path, monkeyp
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(openvino_runner, "OpenVinoRunner", refuse)
-    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
-                     available_providers=["CPUExecutionProvider"])
+    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), EngineOptions(engine="auto"), facts=MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"]))
     assert clf.runner.engine == "onnxruntime"
     assert "openvino cannot load this model (RuntimeError: Exception from src/frontends/onnx" in \
-        clf.engine_choice.reason
+        clf.report.engine_choice.reason
     with pytest.raises(EdgeClassifyError, match="cannot load model"):  # named: its own error, no fallback
-        Classifier(tmp_path / "m.onnx", engine="openvino")
+        Classifier(tmp_path / "m.onnx", EngineOptions(engine="openvino"))
 
 
 def test_auto_without_a_cache_uses_the_prior_instead_of_measuring_every_run(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
-    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), engine="auto", available_engines=BOTH,
-                     available_providers=["CPUExecutionProvider"])
-    assert clf.engine_choice.reason.startswith("prior") and clf.engine_choice.engine == "onnxruntime"
+    clf = Classifier(tiny_models.make(tmp_path / "m.onnx"), EngineOptions(engine="auto"), facts=MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"]))
+    assert clf.report.engine_choice.reason.startswith("prior") and clf.report.engine_choice.engine == "onnxruntime"
 
 
 # --- the OpenVINO runner computes what the ONNX Runtime runner computes ---------------
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_openvino_runner_matches_onnxruntime_runner(exported, photos, precision):
-    ort = Classifier(exported[precision], engine="onnxruntime", providers="cpu")
-    ov = Classifier(exported[precision], engine="openvino")
+    ort = Classifier(exported[precision], EngineOptions(engine="onnxruntime", providers="cpu"))
+    ov = Classifier(exported[precision], EngineOptions(engine="openvino"))
     assert (ort.runner.engine, ov.runner.engine) == ("onnxruntime", "openvino")
     assert ort.runner.precision == precision
     # OpenVINO reports what it computes in: on CPUs an FP16 file's weights are widened to f32.
@@ -333,8 +328,8 @@ def _quantized_tiny(tmp_path):
 
 def test_openvino_runner_matches_onnxruntime_runner_int8(tmp_path, photos):
     fp32, int8 = _quantized_tiny(tmp_path)
-    ort = Classifier(int8, engine="onnxruntime", providers="cpu")
-    ov = Classifier(int8, engine="openvino")
+    ort = Classifier(int8, EngineOptions(engine="onnxruntime", providers="cpu"))
+    ov = Classifier(int8, EngineOptions(engine="openvino"))
     p_ort, p_ov = ort.predict(photos), ov.predict(photos)
     assert len(set(p_ort.argmax(1).tolist())) > 1
     # The output is quantized in steps of 1/255, and the engines round differently by a step
@@ -350,8 +345,8 @@ def test_openvino_runner_matches_onnxruntime_runner_int8(tmp_path, photos):
 def test_int8_stand_in_agrees_with_fp32_about_as_well_on_either_engine(exported, photos):
     """The stand-in's INT8 is poor on both engines (near ties), and they differ on which photos:
     the reason ``auto`` needs each engine's own INT8 figure (policy.unverified)."""
-    ref = Classifier(exported["fp32"], engine="onnxruntime", providers="cpu").predict(photos).argmax(1)
-    agree = {e: float((Classifier(exported["int8"], engine=e).predict(photos).argmax(1) == ref).mean())
+    ref = Classifier(exported["fp32"], EngineOptions(engine="onnxruntime", providers="cpu")).predict(photos).argmax(1)
+    agree = {e: float((Classifier(exported["int8"], EngineOptions(engine=e)).predict(photos).argmax(1) == ref).mean())
              for e in BOTH}
     assert abs(agree["onnxruntime"] - agree["openvino"]) <= 0.2, agree
 
@@ -366,10 +361,9 @@ def test_auto_runs_int8_on_another_engine_only_with_its_own_figure(exported, tmp
             parity.pop("engines", None)
             prop.value = json.dumps(parity)
     onnx.save(m, str(tmp_path / "int8.onnx"))
-    clf = Classifier(tmp_path / "int8.onnx", engine="auto", available_engines=BOTH,
-                     available_providers=["CPUExecutionProvider"])
+    clf = Classifier(tmp_path / "int8.onnx", EngineOptions(engine="auto"), facts=MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"]))
     assert clf.runner.engine == "onnxruntime"
-    assert "openvino not considered" in clf.engine_choice.reason and "fidelity figure" in clf.engine_choice.reason
+    assert "openvino not considered" in clf.report.engine_choice.reason and "fidelity figure" in clf.report.engine_choice.reason
     base = {"top1_agreement": 0.99, "min_agreement": None}
     assert policy.unverified("onnxruntime", "int8", base) is None
     assert "no INT8 fidelity figure" in policy.unverified("openvino", "int8", base)
@@ -382,14 +376,12 @@ def test_auto_runs_int8_on_another_engine_only_with_its_own_figure(exported, tmp
 
 @pytest.mark.bf16
 def test_bf16_runner_stays_within_its_tolerance(exported, photos):
-    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
+    from edge_classify.runtime.host.facts import openvino_native_bf16
 
-    import openvino
-
-    if not hardware_bf16(openvino):
+    if not openvino_native_bf16():
         pytest.skip("this CPU has no native BF16 (AMX-BF16 / AVX512-BF16)")
-    ref = Classifier(exported["fp32"], engine="onnxruntime", providers="cpu").predict(photos)
-    bf16 = Classifier(exported["fp32"], engine="openvino", precision="bf16")
+    ref = Classifier(exported["fp32"], EngineOptions(engine="onnxruntime", providers="cpu")).predict(photos)
+    bf16 = Classifier(exported["fp32"], EngineOptions(engine="openvino", precision="bf16"))
     assert bf16.runner.precision == "bf16"
     p = bf16.predict(photos)
     diff = float(np.abs(ref - p).max())
@@ -401,7 +393,7 @@ def test_bf16_runner_stays_within_its_tolerance(exported, photos):
 
 
 def test_openvino_runner_batches_and_pads_like_single_runs(tiny):
-    clf = Classifier(tiny, engine="openvino", batch_size=8)
+    clf = Classifier(tiny, EngineOptions(engine="openvino"), batch_size=8)
     x = np.random.default_rng(0).uniform(-120, 150, (11, 224, 224, 3)).astype(np.float32)
     singles = np.concatenate([clf.run(x[i : i + 1]) for i in range(len(x))])
     for n in (8, 5, 3, 11):  # 5 and 3 reuse a compiled size with padding or get their own
@@ -411,7 +403,7 @@ def test_openvino_runner_batches_and_pads_like_single_runs(tiny):
 def test_openvino_runner_can_be_shared_by_threads(tiny):
     from concurrent.futures import ThreadPoolExecutor
 
-    clf = Classifier(tiny, engine="openvino")
+    clf = Classifier(tiny, EngineOptions(engine="openvino"))
     x = np.random.default_rng(1).uniform(-120, 150, (16, 224, 224, 3)).astype(np.float32)
     want = [clf.run(x[i : i + 1 + i % 3]) for i in range(12)]
     with ThreadPoolExecutor(4) as pool:
@@ -422,19 +414,19 @@ def test_openvino_runner_can_be_shared_by_threads(tiny):
 def test_openvino_compiled_blob_is_cached_by_content(tmp_path, monkeypatch, photos):
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     model = tiny_models.make(tmp_path / "m.onnx", seed=1)
-    first = Classifier(model, engine="openvino")
-    assert first.cache_status == "stored"
+    first = Classifier(model, EngineOptions(engine="openvino"))
+    assert first.report.cache_status == "stored"
     want = first.predict(photos[:4])  # a batch size compiled after loading: cached as well
     blobs = sorted((tmp_path / "home" / "ort-cache").glob("*.ovblob"))
     assert len(blobs) == 2
-    again = Classifier(model, engine="openvino")
-    assert again.cache_status == "hit" and np.array_equal(again.predict(photos[:4]), want)
+    again = Classifier(model, EngineOptions(engine="openvino"))
+    assert again.report.cache_status == "hit" and np.array_equal(again.predict(photos[:4]), want)
     # Same path, same size, other weights: a new key, never the old blob.
     st = os.stat(model)
     tiny_models.make(model, seed=2)
     os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
-    swapped = Classifier(model, engine="openvino")
-    assert swapped.cache_status == "stored"
+    swapped = Classifier(model, EngineOptions(engine="openvino"))
+    assert swapped.report.cache_status == "stored"
     assert not np.array_equal(swapped.predict(photos[:4]), want)
 
 
@@ -447,19 +439,19 @@ def test_contract_is_read_without_any_engine(exported, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\xff" * 100)
     with pytest.raises(EdgeClassifyError, match="cannot load model"):
-        Classifier(junk, engine="openvino")
+        Classifier(junk, EngineOptions(engine="openvino"))
 
 
 def test_an_openvino_device_implies_the_openvino_engine_and_must_exist(tiny, capsys):
     from edge_classify.runtime.apps.classify import main
 
-    clf = Classifier(tiny, device="CPU")
+    clf = Classifier(tiny, EngineOptions(device="CPU"))
     assert clf.runner.engine == "openvino" and clf.runner.device == "CPU"
     with pytest.raises(EdgeClassifyError) as e:
-        Classifier(tiny, device="NO_SUCH_DEVICE")
+        Classifier(tiny, EngineOptions(device="NO_SUCH_DEVICE"))
     assert e.value.exit_code == 3 and "not available" in e.value.message and "CPU" in e.value.hint
     with pytest.raises(EdgeClassifyError) as e:
-        Classifier(tiny, engine="onnxruntime", device="CPU")
+        Classifier(tiny, EngineOptions(engine="onnxruntime", device="CPU"))
     assert e.value.exit_code == 2
     assert main(["--model", str(tiny), "--device", "NO_SUCH_DEVICE", "x.jpg"]) == 3
     assert "available: CPU" in capsys.readouterr().err
@@ -471,7 +463,7 @@ def test_cli_reports_the_engine_and_precision(tiny, photos, capsys):
     rc = main(["--model", str(tiny), "--engine", "openvino", "--json", str(photos[0])])
     out, err = capsys.readouterr()
     row = json.loads(out.splitlines()[0])
-    assert rc == 0 and row["engine"] == "openvino" and row["precision"] == "fp32"
+    assert rc == 0 and row["engine"] == "openvino" and row["compute_precision"] == row["model_precision"] == "fp32"
     assert "on openvino (CPU), computing in fp32" in err
     rc = main(["--model", str(tiny), "--engine", "openvino", "--provider", "cuda", str(photos[0])])
     assert rc == 2 and "ONNX Runtime provider" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import keras_pipeline
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions
 from edge_classify.runtime.model.compare import topk_indices
 
 
@@ -35,14 +35,14 @@ def test_standin_is_input_sensitive(keras_probs):
 
 
 def test_fp32_matches_keras(exported, parity_images, keras_probs):
-    got = Classifier(exported["fp32"], providers="cpu").predict(parity_images)
+    got = Classifier(exported["fp32"], EngineOptions(providers="cpu")).predict(parity_images)
     assert got.shape == keras_probs.shape == (len(parity_images), 1000)
     assert np.abs(got - keras_probs).max() <= 1e-5
     assert np.array_equal(topk_indices(got, 5), topk_indices(keras_probs, 5))
 
 
 def test_fp16_top1_and_bounded(exported, parity_images, keras_probs):
-    got = Classifier(exported["fp16"], providers="cpu").predict(parity_images)
+    got = Classifier(exported["fp16"], EngineOptions(providers="cpu")).predict(parity_images)
     diff = np.abs(got - keras_probs).max()
     print(f"fp16 max abs probability difference vs Keras: {diff:.3g}")
     assert np.array_equal(got.argmax(1), keras_probs.argmax(1))
@@ -65,7 +65,7 @@ def test_fp16_file_keeps_float32_io_and_is_smaller(exported):
 def test_metadata_contract(exported, standin):
     _, weights = standin
     for precision, path in exported.items():
-        c = Classifier(path, providers="cpu").contract
+        c = Classifier(path, EngineOptions(providers="cpu")).contract
         assert c.model.arch == "resnet50" and c.model.precision == precision
         assert c.preprocess.mode == "caffe" and c.preprocess.color_order == "BGR"
         assert c.preprocess.mean == (103.939, 116.779, 123.68) and c.preprocess.layout == "NHWC"
@@ -83,7 +83,7 @@ def test_metadata_contract(exported, standin):
 
 
 def test_classify_returns_typed_predictions(exported, photos, keras_probs, parity_images):
-    clf = Classifier(exported["fp32"], providers="cpu", batch_size=3)
+    clf = Classifier(exported["fp32"], EngineOptions(providers="cpu"), batch_size=3)
     results = clf.classify(parity_images[:7], top_k=5)
     assert [r.source for r in results] == [str(p) for p in parity_images[:7]]
     for r, ref in zip(results, keras_probs[:7]):
@@ -117,7 +117,7 @@ def test_static_batch_and_custom_contract(tmp_path):
 
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (90 + i, 70, 3), dtype=np.uint8) for i in range(5)]  # 5: pads to 6
-    clf = Classifier(path, providers="cpu")
+    clf = Classifier(path, EngineOptions(providers="cpu"))
     got = clf.predict(images)
     resized = np.stack([np.asarray(Image.fromarray(a).resize((48, 64), Image.NEAREST)) for a in images])
     want = model.predict(keras.applications.imagenet_utils.preprocess_input(resized.astype(np.float32), mode="tf"), verbose=0)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import tiny_models
-from edge_classify.runtime import Classifier
-from edge_classify.runtime.host import deps
+from edge_classify.runtime import Classifier, EngineOptions, TensorRTOptions
 from edge_classify.runtime.engines.providers import unusable_gpu_providers
+from edge_classify.runtime.host import deps
 
 ort = pytest.importorskip("onnxruntime")
 LISTED = ort.get_available_providers()
@@ -49,9 +49,9 @@ def models(tmp_path_factory, photos) -> dict:
 @pytest.mark.gpu
 @pytest.mark.parametrize("provider, precision", CASES)
 def test_gpu_provider_matches_cpu(provider, precision, models, photos, tmp_path):
-    cpu = Classifier(models[precision], providers="cpu").predict(photos)
+    cpu = Classifier(models[precision], EngineOptions(providers="cpu")).predict(photos)
     assert len(set(cpu.argmax(1))) > 1  # the picture matters, so agreeing top-1 means something
-    gpu = Classifier(models[precision], providers=provider, trt_cache_dir=tmp_path)
+    gpu = Classifier(models[precision], EngineOptions(providers=provider, tensorrt=TensorRTOptions(cache_dir=tmp_path)))
     assert gpu.provider == PROVIDERS[provider]  # really ran there, no silent fallback
     got = gpu.predict(photos)
     margin = np.sort(cpu, 1)[:, -1] - np.sort(cpu, 1)[:, -2]
@@ -62,8 +62,8 @@ def test_gpu_provider_matches_cpu(provider, precision, models, photos, tmp_path)
     if provider == "tensorrt":
         engines = list(tmp_path.rglob("*.engine"))
         assert engines, "TensorRT cached no engine"
-        again = Classifier(models[precision], providers=provider, trt_cache_dir=tmp_path)
-        assert again.engine_built is False  # the second load reuses the cached engine
+        again = Classifier(models[precision], EngineOptions(providers=provider, tensorrt=TensorRTOptions(cache_dir=tmp_path)))
+        assert again.report.engine_built is False  # the second load reuses the cached engine
 
 
 def test_gpu_tests_and_their_models_need_no_tensorflow(tmp_path):
@@ -83,10 +83,10 @@ sys.path.insert(0, {str(tests)!r})
 from pathlib import Path
 import numpy as np
 import conftest, test_gpu, tiny_models
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions
 photos = [conftest.SKIMAGE_DATA / f for f in conftest.PHOTO_FILES]
 d = Path({str(tmp_path)!r})
-top = {{p: Classifier(tiny_models.make_conv(d / f"{{p}}.onnx", p, calibration=photos[:8]), providers="cpu")
+top = {{p: Classifier(tiny_models.make_conv(d / f"{{p}}.onnx", p, calibration=photos[:8]), EngineOptions(providers="cpu"))
         .predict(photos).argmax(1) for p in ("fp32", "fp16", "int8")}}
 assert len(set(top["fp32"])) > 1
 import json

@@ -9,9 +9,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_classify.export.graph_passes import (
-    ALL, fold_zero_pad_into_maxpool, optimize, subsample_strided_pointwise_conv,
+    ALL,
+    fold_zero_pad_into_maxpool,
+    optimize,
+    subsample_strided_pointwise_conv,
 )
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions
 
 
 def _stem(first_op="Relu", pad_value=0.0, pads=(0, 0, 1, 1, 0, 0, 1, 1), kernel=3):
@@ -146,7 +149,7 @@ def test_exported_resnet_carries_the_default_rewrites(exported):
     strides = [tuple(helper.get_attribute_value(a)) for n in pointwise for a in n.attribute if a.name == "strides"]
     # ResNet50 has one stem Pad and two strided 1x1 convs in each of 3 downsampling blocks.
     assert sorted(strides).count((2, 2)) == 6 and ops.count("MaxPool") == 1
-    rewrites = Classifier(exported["fp32"], providers="cpu").contract.provenance["graph_rewrites"]
+    rewrites = Classifier(exported["fp32"], EngineOptions(providers="cpu")).contract.provenance["graph_rewrites"]
     assert rewrites == {"zero_pad_into_maxpool": 1}
     # All of them still apply to the real graph, and exactly (the parity check judges that).
     assert optimize(proto, ALL) == {"zero_pad_into_maxpool": 0, "strided_pointwise_conv": 6}

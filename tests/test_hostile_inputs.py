@@ -26,7 +26,7 @@ from PIL import Image
 
 import tiny_models
 from conftest import SKIMAGE_DATA, script
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions
 from edge_classify.runtime.apps.classify import main
 from edge_classify.runtime.errors import EXIT_INTERNAL
 from edge_classify.runtime.images.preprocess import DecodeOptions, decode_with_notes
@@ -96,7 +96,7 @@ def test_oversized_png_does_not_stop_the_run(tiny, photos, tmp_path, capfd):
     assert "predictions" in got[str(photos[0])] and "predictions" in got[str(photos[1])]
     assert "40000x40000" in got[str(bomb)]["error"] and "--max-pixels" in got[str(bomb)]["error"]
     # The API with errors="collect" records it too, instead of raising.
-    results = Classifier(tiny, providers="cpu").classify([photos[0], bomb], errors="collect")
+    results = Classifier(tiny, EngineOptions(providers="cpu")).classify([photos[0], bomb], errors="collect")
     assert results[0].ok and not results[1].ok and "megapixels" in results[1].error
 
 
@@ -149,7 +149,7 @@ def test_big_decodes_wait_for_each_other_so_memory_is_that_of_one():
 
 # --- 2./3. the optimised-graph cache: stale and planted entries ---------------------------
 def _predict(model, photos, **env):
-    return Classifier(model, providers="cpu").predict(photos)
+    return Classifier(model, EngineOptions(providers="cpu")).predict(photos)
 
 
 def test_cache_follows_the_content_not_path_size_and_mtime(photos, tmp_path, monkeypatch):
@@ -159,8 +159,8 @@ def test_cache_follows_the_content_not_path_size_and_mtime(photos, tmp_path, mon
     assert a.stat().st_size == b.stat().st_size  # same architecture, other weights
     m = tmp_path / "m.onnx"
     m.write_bytes(a.read_bytes())
-    first = Classifier(m, providers="cpu")
-    assert first.cache_status == "stored"
+    first = Classifier(m, EngineOptions(providers="cpu"))
+    assert first.report.cache_status == "stored"
     pa = first.predict(photos[:6])
     # cp b m.new; touch -r m m.new; mv m.new m
     new = tmp_path / "m.onnx.new"
@@ -169,15 +169,15 @@ def test_cache_follows_the_content_not_path_size_and_mtime(photos, tmp_path, mon
     os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(new, m)
     assert (m.stat().st_size, m.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
-    second = Classifier(m, providers="cpu")
-    assert second.cache_status == "stored"  # a new key, not the old entry
+    second = Classifier(m, EngineOptions(providers="cpu"))
+    assert second.report.cache_status == "stored"  # a new key, not the old entry
     pb = second.predict(photos[:6])
     assert not np.allclose(pa, pb)
     monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
-    assert np.array_equal(pb, Classifier(b, providers="cpu").predict(photos[:6]))
+    assert np.array_equal(pb, Classifier(b, EngineOptions(providers="cpu")).predict(photos[:6]))
     monkeypatch.delenv("EDGE_CLASSIFY_NO_CACHE")
-    third = Classifier(m, providers="cpu")
-    assert third.cache_status == "hit" and np.array_equal(third.predict(photos[:6]), pb)
+    third = Classifier(m, EngineOptions(providers="cpu"))
+    assert third.report.cache_status == "hit" and np.array_equal(third.predict(photos[:6]), pb)
 
 
 def test_remembered_digests_never_outlive_a_change_to_the_file(photos, tmp_path, monkeypatch):
@@ -191,23 +191,23 @@ def test_remembered_digests_never_outlive_a_change_to_the_file(photos, tmp_path,
     b = tiny_models.make(tmp_path / "b.onnx", seed=2)
     m = tmp_path / "m.onnx"
     m.write_bytes(a.read_bytes())
-    first = Classifier(m, providers="cpu")
+    first = Classifier(m, EngineOptions(providers="cpu"))
     hashed = []
     real_hash = store.sha256_fd
     monkeypatch.setattr(store, "sha256_fd", lambda fd: hashed.append(fd) or real_hash(fd))
-    again = Classifier(m, providers="cpu")
-    assert hashed == [] and again.model_sha256 == first.model_sha256 and again.cache_status == "hit"
+    again = Classifier(m, EngineOptions(providers="cpu"))
+    assert hashed == [] and again.model_sha256 == first.model_sha256 and again.report.cache_status == "hit"
     new = tmp_path / "m.onnx.new"
     new.write_bytes(b.read_bytes())
     st = m.stat()
     os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(new, m)
-    swapped = Classifier(m, providers="cpu")
+    swapped = Classifier(m, EngineOptions(providers="cpu"))
     assert len(hashed) == 1 and swapped.model_sha256 != first.model_sha256
     with open(m, "r+b") as f:  # rewritten in place, same size, mtime put back
         f.write(a.read_bytes())
     os.utime(m, ns=(st.st_atime_ns, st.st_mtime_ns))
-    rewritten = Classifier(m, providers="cpu")
+    rewritten = Classifier(m, EngineOptions(providers="cpu"))
     assert len(hashed) == 2 and rewritten.model_sha256 == first.model_sha256
     assert np.array_equal(rewritten.predict(photos[:3]), first.predict(photos[:3]))
 
@@ -242,8 +242,8 @@ def test_planted_cache_entries_are_never_served(photos, tmp_path, monkeypatch):
     # An entry another user could write (world-writable) is not loaded, and is replaced.
     entry = _plant(real, evil)
     entry.chmod(0o666)
-    clf = Classifier(real, providers="cpu")
-    assert clf.cache_status == "stored" and np.array_equal(clf.predict(photos[:6]), want)
+    clf = Classifier(real, EngineOptions(providers="cpu"))
+    assert clf.report.cache_status == "stored" and np.array_equal(clf.predict(photos[:6]), want)
     assert entry.stat().st_mode & 0o777 == 0o600
 
     # An entry owned by someone else: seen as another uid's file by pretending to be uid 4242.
@@ -251,19 +251,19 @@ def test_planted_cache_entries_are_never_served(photos, tmp_path, monkeypatch):
     entry.chmod(0o600)
     real_uid = os.geteuid()
     monkeypatch.setattr(os, "geteuid", lambda: 4242)
-    clf = Classifier(real, providers="cpu")  # the directory itself is now "someone else's"
-    assert clf.cache_status == "off" and "owned by uid" in clf.cache_warning
+    clf = Classifier(real, EngineOptions(providers="cpu"))  # the directory itself is now "someone else's"
+    assert clf.report.cache_status == "off" and "owned by uid" in " ".join(clf.report.warnings)
     assert np.array_equal(clf.predict(photos[:6]), want)
     monkeypatch.setattr(os, "geteuid", lambda: real_uid)
     if real_uid == 0:  # as root the entry can really belong to another user
         os.chown(entry, 65534, -1)
-        clf = Classifier(real, providers="cpu")
-        assert clf.cache_status == "stored" and np.array_equal(clf.predict(photos[:6]), want)
+        clf = Classifier(real, EngineOptions(providers="cpu"))
+        assert clf.report.cache_status == "stored" and np.array_equal(clf.predict(photos[:6]), want)
 
     # A symlink planted as the entry is not followed.
     entry.unlink()
     entry.symlink_to(evil)
-    clf = Classifier(real, providers="cpu")
+    clf = Classifier(real, EngineOptions(providers="cpu"))
     assert np.array_equal(clf.predict(photos[:6]), want) and not entry.is_symlink()
 
 
@@ -272,7 +272,7 @@ def test_cache_directory_is_private_and_refused_when_others_can_write(photos, tm
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     real = tiny_models.make(tmp_path / "real.onnx", seed=1)
-    Classifier(real, providers="cpu")
+    Classifier(real, EngineOptions(providers="cpu"))
     d = store.cache_dir()
     assert d.stat().st_mode & 0o777 == 0o700
     evil = tiny_models.make(tmp_path / "evil.onnx", seed=2)
@@ -280,8 +280,8 @@ def test_cache_directory_is_private_and_refused_when_others_can_write(photos, tm
         entry.unlink()
     _plant(real, evil).chmod(0o600)  # looks like ours, but the directory was open to everyone
     d.chmod(0o777)
-    clf = Classifier(real, providers="cpu")
-    assert clf.cache_status == "off" and "writable by others" in clf.cache_warning
+    clf = Classifier(real, EngineOptions(providers="cpu"))
+    assert clf.report.cache_status == "off" and "writable by others" in " ".join(clf.report.warnings)
     monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
     assert np.array_equal(clf.predict(photos[:4]), _predict(real, photos[:4]))
 
@@ -291,18 +291,18 @@ def test_cache_total_size_is_capped_least_recently_used_first(tmp_path, monkeypa
 
     monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
     models = [tiny_models.make(tmp_path / f"m{i}.onnx", seed=i) for i in range(4)]
-    Classifier(models[0], providers="cpu")
+    Classifier(models[0], EngineOptions(providers="cpu"))
     entry_size = next(store.cache_dir().glob("*.onnx")).stat().st_size
     monkeypatch.setenv("EDGE_CLASSIFY_CACHE_MAX_MB", str(2.5 * entry_size / 2**20))  # room for two
-    Classifier(models[1], providers="cpu")
+    Classifier(models[1], EngineOptions(providers="cpu"))
     os.utime(next(iter(sorted(store.cache_dir().glob("*.onnx"), key=os.path.getmtime))), (1, 1))
-    assert Classifier(models[0], providers="cpu").cache_status == "hit"  # m0 used again: m1 is now oldest
-    Classifier(models[2], providers="cpu")
+    assert Classifier(models[0], EngineOptions(providers="cpu")).report.cache_status == "hit"  # m0 used again: m1 is now oldest
+    Classifier(models[2], EngineOptions(providers="cpu"))
     with store.CacheDir() as cache:
         assert cache.total_bytes() <= 2.5 * entry_size
     assert len(list(store.cache_dir().glob("*.onnx"))) == 2
-    assert Classifier(models[0], providers="cpu").cache_status == "hit"
-    assert Classifier(models[1], providers="cpu").cache_status == "stored"  # it was evicted
+    assert Classifier(models[0], EngineOptions(providers="cpu")).report.cache_status == "hit"
+    assert Classifier(models[1], EngineOptions(providers="cpu")).report.cache_status == "stored"  # it was evicted
 
 
 def test_a_rejected_model_is_never_cached(tmp_path, monkeypatch, capfd):
@@ -476,7 +476,7 @@ def test_a_failing_decoder_of_any_type_is_one_image_error(tiny, photos, monkeypa
         return real(source, options)
 
     monkeypatch.setattr(preprocess, "load_with_notes", flaky)
-    res = Classifier(tiny, providers="cpu").classify(photos[:4], errors="collect")
+    res = Classifier(tiny, EngineOptions(providers="cpu")).classify(photos[:4], errors="collect")
     assert [r.ok for r in res] == [True, True, False, True]
     assert "ValueError: decoder exploded" in res[2].error
 
@@ -564,14 +564,14 @@ def test_a_model_with_external_weights_loads(tmp_path, photos):
     onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="ext.weights", size_threshold=0)
     assert (tmp_path / "ext.weights").is_file()
-    got = Classifier(tmp_path / "ext.onnx", providers="cpu").predict(photos[:3])
-    assert np.array_equal(got, Classifier(src, providers="cpu").predict(photos[:3]))
+    got = Classifier(tmp_path / "ext.onnx", EngineOptions(providers="cpu")).predict(photos[:3])
+    assert np.array_equal(got, Classifier(src, EngineOptions(providers="cpu")).predict(photos[:3]))
 
 
 def test_one_classifier_used_from_many_threads_gives_the_serial_results(tiny, photos, rocket):
     """ONNX Runtime sessions are thread-safe; so must our decode path be (the stderr capture,
     the pixel budget), with damaged images mixed in."""
-    clf = Classifier(tiny, providers="cpu", batch_size=3)
+    clf = Classifier(tiny, EngineOptions(providers="cpu"), batch_size=3)
     inputs = [photos[i % len(photos)] for i in range(24)] + [cut_with_end_marker(rocket), b"junk"]
     serial = [(r.source, r.error, r.predictions) for r in clf.classify(inputs, errors="collect")]
     with ThreadPoolExecutor(4) as pool:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_FILES = sorted((ROOT / "runtime").rglob("*.py"))

@@ -9,7 +9,7 @@ import pytest
 
 from edge_classify.export import cli as export_cli
 from edge_classify.export import keras_model, quantize
-from edge_classify.runtime import Classifier
+from edge_classify.runtime import Classifier, EngineOptions
 
 FIDELITY_FIELDS = ("images", "top1_agreement", "top5_overlap", "max_abs_diff", "mean_abs_diff")
 
@@ -46,7 +46,7 @@ def test_int8_export_is_qdq_and_smaller(exported):
 
 def test_int8_fidelity_report_is_stored_and_consistent(exported, calib_dir):
     """The stored figures are what running both models on the held-out images gives."""
-    c = Classifier(exported["int8"], providers="cpu").contract
+    c = Classifier(exported["int8"], EngineOptions(providers="cpu")).contract
     assert c.model.precision == "int8"
     f = c.parity
     assert all(k in f for k in FIDELITY_FIELDS)
@@ -54,8 +54,8 @@ def test_int8_fidelity_report_is_stored_and_consistent(exported, calib_dir):
     assert q["format"] == "QDQ" and q["method"] == "minmax" and q["activations"] in ("s8", "u8")
     heldout = [calib_dir / name for name in q["heldout_images"]]
     assert len(heldout) == f["images"] >= 2 and q["calibration_images"] >= 8
-    ref = Classifier(exported["fp32"], providers="cpu").predict(heldout)
-    got = Classifier(exported["int8"], providers="cpu").predict(heldout)
+    ref = Classifier(exported["fp32"], EngineOptions(providers="cpu")).predict(heldout)
+    got = Classifier(exported["int8"], EngineOptions(providers="cpu")).predict(heldout)
     again = quantize.fidelity(ref, got)
     for k in FIDELITY_FIELDS:
         assert again[k] == pytest.approx(f[k], abs=1e-6), k
@@ -70,11 +70,11 @@ def test_int8_fidelity_on_openvino_is_measured_and_gates_auto(exported, calib_di
     the runtime's auto runs the file on OpenVINO only if that figure holds up."""
     from edge_classify.runtime.engines import policy
 
-    f = Classifier(exported["int8"], providers="cpu").contract.parity
+    f = Classifier(exported["int8"], EngineOptions(providers="cpu")).contract.parity
     assert f["engine"] == "onnxruntime" and set(f["engines"]) == {"openvino"}
     heldout = [calib_dir / name for name in f["quantization"]["heldout_images"]]
-    ref = Classifier(exported["fp32"], providers="cpu").predict(heldout)
-    again = quantize.fidelity(ref, Classifier(exported["int8"], engine="openvino").predict(heldout))
+    ref = Classifier(exported["fp32"], EngineOptions(providers="cpu")).predict(heldout)
+    again = quantize.fidelity(ref, Classifier(exported["int8"], EngineOptions(engine="openvino")).predict(heldout))
     for k in FIDELITY_FIELDS:
         assert again[k] == pytest.approx(f["engines"]["openvino"][k], abs=1e-6), k
     why = policy.unverified("openvino", "int8", f)
@@ -90,7 +90,7 @@ def standin_build(standin, monkeypatch):
 
 
 def test_min_agreement_failure_writes_nothing(standin_build, exported, calib_dir, tmp_path, capsys):
-    stored = Classifier(exported["int8"], providers="cpu").contract.parity["top1_agreement"]
+    stored = Classifier(exported["int8"], EngineOptions(providers="cpu")).contract.parity["top1_agreement"]
     assert stored < 1.0, "stand-in INT8 agrees perfectly; this check needs a disagreement to gate on"
     out = tmp_path / "m.onnx"
     rc = export_cli.main(["--weights", "random", "-o", str(out), "--int8", "--calib", str(calib_dir),
@@ -103,11 +103,9 @@ def test_min_agreement_failure_writes_nothing(standin_build, exported, calib_dir
 def native_bf16() -> bool:
     if importlib.util.find_spec("openvino") is None:
         return False
-    import openvino
+    from edge_classify.runtime.host.facts import openvino_native_bf16
 
-    from edge_classify.runtime.engines.openvino_runner import hardware_bf16
-
-    return hardware_bf16(openvino)
+    return openvino_native_bf16()
 
 
 def test_precision_auto_picks_and_records_why(standin_build, calib_dir, tmp_path, capsys):
@@ -117,7 +115,7 @@ def test_precision_auto_picks_and_records_why(standin_build, calib_dir, tmp_path
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert [p.name for p in tmp_path.iterdir()] == ["auto.onnx"]  # only the chosen model is written
-    c = Classifier(out, providers="cpu").contract
+    c = Classifier(out, EngineOptions(providers="cpu")).contract
     sel = c.provenance["selection"]
     # BF16 is a candidate where OpenVINO says this CPU computes it natively (AMX / AVX512-BF16)
     assert set(sel["candidates"]) == {"fp32", "fp16", "int8"} | ({"bf16"} if native_bf16() else set())

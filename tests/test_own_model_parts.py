@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge_classify.export import keras_head, labels, user_model
-from edge_classify.runtime.model import heads
 from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.model import heads
 
 
 # --- labels ---------------------------------------------------------------------------------

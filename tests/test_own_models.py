@@ -17,6 +17,7 @@ import pytest
 
 import trained_models as tm
 from edge_classify.export import cli as export_cli
+from edge_classify.runtime import EngineOptions
 from edge_classify.runtime.apps import classify as classify_cli
 
 FP32_ATOL = 1e-5
@@ -140,11 +141,11 @@ def test_int8_fidelity_on_a_trained_model(workdir, tmp_path, capsys):
     assert rc == 0
     from edge_classify.runtime.classifier import Classifier
 
-    parity = Classifier(out.with_name("a.int8.onnx"), providers="cpu").contract.parity
+    parity = Classifier(out.with_name("a.int8.onnx"), EngineOptions(providers="cpu")).contract.parity
     # The figures were measured on ONNX Runtime; `auto` may pick OpenVINO here, whose INT8
     # kernels round differently (engines.unverified): recompute them on the engine that measured them.
-    int8 = Classifier(out.with_name("a.int8.onnx"), engine=parity["engine"], providers="cpu")
-    fp32 = Classifier(out, engine=parity["engine"], providers="cpu")
+    int8 = Classifier(out.with_name("a.int8.onnx"), EngineOptions(engine=parity["engine"], providers="cpu"))
+    fp32 = Classifier(out, EngineOptions(engine=parity["engine"], providers="cpu"))
     acc = parity["accuracy"]
     assert acc["images"] == parity["images"] == 20 and set(acc) >= {"fp32", "int8"}
     # The figures say what they claim: recompute them on the held-out files the contract names.

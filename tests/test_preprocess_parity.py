@@ -8,8 +8,8 @@ from PIL import Image, ImageOps
 
 from conftest import SKIMAGE_DATA, TARGET, encode, keras_pipeline
 from edge_classify.runtime.images import preprocess
-from edge_classify.runtime.model.contract import PreprocessSpec
 from edge_classify.runtime.images.preprocess import DecodeOptions
+from edge_classify.runtime.model.contract import PreprocessSpec
 
 SPEC = PreprocessSpec.keras("caffe", TARGET)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime import EngineOptions, MachineFacts
 from edge_classify.runtime.engines.providers import check_used, plan_providers, unusable_gpu_providers
+from edge_classify.runtime.errors import EdgeClassifyError
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 OV = "OpenVINOExecutionProvider"
@@ -118,43 +120,33 @@ def test_a_named_provider_is_still_tried_and_its_failure_names_the_cause():
 def test_auto_on_a_gpu_build_without_a_gpu_runs_quietly_on_the_cpu(tmp_path, monkeypatch, capfd):
     """What `edge-classify` does with PyPI's onnxruntime-gpu on a box without a GPU: no ONNX
     Runtime load errors, no warning; one informational note says why the GPU providers sat out."""
-    import onnxruntime
-
     import tiny_models
     from edge_classify.runtime import Classifier
-    from edge_classify.runtime.host import deps
 
-    class GpuBuild:  # the real CPU build, listing what onnxruntime-gpu lists
-        def __getattr__(self, name):
-            return getattr(onnxruntime, name)
-
-        @staticmethod
-        def get_available_providers():
-            return list(JETSON)
-
+    gpu_build = MachineFacts(ort_providers=tuple(JETSON), gpu_device=None)  # what onnxruntime-gpu lists, no GPU
     model = tiny_models.make(tmp_path / "m.onnx")
-    monkeypatch.setattr(deps, "onnxruntime", lambda: GpuBuild())
-    monkeypatch.setattr(deps, "nvidia_gpu_device", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    clf = Classifier(model, engine="onnxruntime")
-    assert clf.provider == CPU and clf.provider_warning is None
-    assert "no NVIDIA GPU" in clf.provider_note and "tensorrt" in clf.provider_note
+    clf = Classifier(model, EngineOptions(engine="onnxruntime"), facts=gpu_build)
+    assert clf.runner.provider == CPU and clf.report.warnings == []
+    note, = clf.report.notes
+    assert "no NVIDIA GPU" in note and "tensorrt" in note
     out, err = capfd.readouterr()
     assert "EP Error" not in out + err and "TensorrtExecutionProvider" not in out + err
     assert not (tmp_path / "cache" / "edge-classify" / "trt-engines").exists()  # no engine folder made for nothing
-    both = Classifier(model, available_engines=["onnxruntime", "openvino"], images_hint=1)
-    assert "GPU" not in both.engine_choice.reason  # an unusable GPU provider does not decide the engine
-    assert both.provider_note.count("no NVIDIA GPU") == 1  # one reason, said once for both providers
+    both = Classifier(model, EngineOptions(images_hint=1),
+                      facts=replace(gpu_build, engines=("onnxruntime", "openvino")))
+    assert "GPU" not in both.report.engine_choice.reason  # an unusable GPU provider does not decide the engine
+    assert " ".join(both.report.notes).count("no NVIDIA GPU") == 1  # one reason, said once for both providers
 
 
 def test_provider_library_check_opens_onnxruntimes_own_provider_library(tmp_path, monkeypatch):
-    """``deps.provider_library_error`` dlopens ``onnxruntime/capi/libonnxruntime_providers_<p>.so``,
+    """``gpu.provider_library_error`` dlopens ``onnxruntime/capi/libonnxruntime_providers_<p>.so``,
     the file ONNX Runtime itself loads: a library that cannot load is named with the loader's reason."""
     import ctypes.util
     import shutil
     import sys
 
-    from edge_classify.runtime.host import deps
+    from edge_classify.runtime.host import deps, gpu
 
     if not sys.platform.startswith("linux"):
         pytest.skip("the check is for Linux (Jetson and x86 GPU boxes)")
@@ -168,10 +160,10 @@ def test_provider_library_check_opens_onnxruntimes_own_provider_library(tmp_path
     shutil.copy(Path(loadable) / libm, pkg / "capi" / "libonnxruntime_providers_cuda.so")
     fake = type("FakeOrt", (), {"__file__": str(pkg / "__init__.py")})()
     monkeypatch.setattr(deps, "onnxruntime", lambda: fake)
-    deps.provider_library_error.cache_clear()
+    gpu.provider_library_error.cache_clear()
     try:
-        assert deps.provider_library_error("tensorrt")  # the loader's reason (invalid ELF header)
-        assert deps.provider_library_error("cuda") is None
-        assert deps.provider_library_error("openvino") is None  # no such file: cannot judge
+        assert gpu.provider_library_error("tensorrt")  # the loader's reason (invalid ELF header)
+        assert gpu.provider_library_error("cuda") is None
+        assert gpu.provider_library_error("openvino") is None  # no such file: cannot judge
     finally:
-        deps.provider_library_error.cache_clear()
+        gpu.provider_library_error.cache_clear()

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from conftest import SKIMAGE_DATA
+from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
 from edge_classify.runtime.images import preprocess
 from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo, PreprocessSpec
-from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
 from edge_classify.runtime.model.preprocess_modes import meanstd_scale_warning, parse_preprocess
 
 BILINEAR_TOL = 1e-3  # measured max 0.0; see the module docstring

@@ -18,13 +18,21 @@ import numpy as np
 import pytest
 
 import tiny_models
-from edge_classify.runtime.classifier import Classifier
-from edge_classify.runtime.errors import EdgeClassifyError, InputError
+from edge_classify.runtime import EngineOptions
 from edge_classify.runtime.apps.streams import (
+    EXIT_STREAM_LOST,
     RollingRate,
-    EXIT_STREAM_LOST, StreamLost, VideoSaver, annotate, classify_stream, frames, is_video_path, open_capture,
+    StreamLost,
+    VideoSaver,
+    annotate,
+    classify_stream,
+    frames,
+    is_video_path,
+    open_capture,
     parse_source,
 )
+from edge_classify.runtime.classifier import Classifier
+from edge_classify.runtime.errors import EdgeClassifyError, InputError
 
 SIZE = (160, 120)  # width, height
 FPS = 10.0
@@ -40,7 +48,7 @@ def pictures(photos) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def clf(tmp_path_factory) -> Classifier:
     model = tiny_models.make(tmp_path_factory.mktemp("tiny") / "tiny.onnx", classes=8, seed=1)
-    return Classifier(model, engine="onnxruntime", providers="cpu")
+    return Classifier(model, EngineOptions(engine="onnxruntime", providers="cpu"))
 
 
 def write_video(path, images, fourcc="MJPG", fps=FPS):
@@ -176,8 +184,8 @@ class Slow:
         time.sleep(self.delay)
         return self.clf.classify(*args, **kw)
 
-    def row(self, result):
-        return self.clf.row(result)
+    def row(self, result, **extra):
+        return self.clf.row(result, **extra)
 
 
 # --------------------------------------------------------------------------- files
@@ -421,7 +429,7 @@ def test_source_names(tmp_path, monkeypatch):
 
 def test_a_frame_the_model_cannot_score_does_not_end_the_stream(tmp_path, pictures):
     model = tiny_models.make(tmp_path / "nan.onnx", nan_for_dark=True)
-    clf = Classifier(model, engine="onnxruntime", providers="cpu")
+    clf = Classifier(model, EngineOptions(engine="onnxruntime", providers="cpu"))
     dark, bright = np.zeros_like(pictures[0]), np.full_like(pictures[0], 220)
     video = write_video(tmp_path / "dark.avi", [bright, dark, bright], "FFV1")
     results = list(classify_stream(clf, str(video)))

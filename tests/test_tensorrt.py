@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 
 import tiny_models
+from edge_classify.runtime import EngineOptions, MachineFacts, TensorRTOptions
 from edge_classify.runtime.engines import tensorrt
-from edge_classify.runtime.errors import EdgeClassifyError
 from edge_classify.runtime.engines.ort_runner import OrtRunner
 from edge_classify.runtime.engines.providers import plan_providers
+from edge_classify.runtime.errors import EdgeClassifyError
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+# A machine whose ONNX Runtime lists TensorRT, with a GPU and the provider's libraries in place.
+TRT_HOST = MachineFacts(engines=("onnxruntime",), ort_providers=(TRT, CPU), gpu_device="/dev/nvidia0",
+                        library_errors={})
 BASE = dict(model_sha256="a" * 64, precision="fp32", input_name="input", input_shape=(224, 224, 3),
             static_batch=None, ort_version="1.20.1", trt_version="10.3.0", gpu="Orin (nvgpu)")
 
@@ -78,10 +82,10 @@ def test_s8_int8_export_keeps_biases_float_for_tensorrt(tmp_path, photos):
     u8 = tiny_models.make_conv(tmp_path / "u8.onnx", "int8", calibration=photos[:8], activations="u8")
     assert int32_dequantized(u8)  # the check can fail: ORT's default quantizes biases
     assert not int32_dequantized(s8)
-    clf = Classifier(s8, providers="cpu")
+    clf = Classifier(s8, EngineOptions(providers="cpu"))
     assert clf.contract.parity["quantization"]["bias"] == "float"
     assert tensorrt.check_allowed("tensorrt", "int8", clf.contract.parity) is None
-    fp32 = Classifier(tmp_path / "s8.fp32.onnx", providers="cpu").predict(photos)
+    fp32 = Classifier(tmp_path / "s8.fp32.onnx", EngineOptions(providers="cpu")).predict(photos)
     got = clf.predict(photos)
     assert len(set(fp32.argmax(1))) > 1  # the picture matters
     assert (got.argmax(1) == fp32.argmax(1)).mean() >= 0.9
@@ -92,8 +96,8 @@ def test_batch_size_does_not_change_the_engine(tmp_path):
     from edge_classify.runtime.classifier import Classifier
 
     model = tiny_models.make(tmp_path / "m.onnx")
-    plans = [Classifier(model, available_providers=[TRT, CPU], trt_cache_dir=tmp_path / "trt", batch_size=b,
-                        engine="onnxruntime").plan for b in (1, 16)]
+    options = EngineOptions(engine="onnxruntime", tensorrt=TensorRTOptions(cache_dir=tmp_path / "trt"))
+    plans = [Classifier(model, options, batch_size=b, facts=TRT_HOST).report.provider_plan for b in (1, 16)]
     (name_a, opts_a), (name_b, opts_b) = plans[0].providers[0], plans[1].providers[0]
     assert name_a == name_b == TRT and opts_a == opts_b
 
@@ -139,18 +143,22 @@ class _FakeOrt:
         return self._Session(providers)
 
 
-def test_tensorrt_session_failure_falls_back_explicitly_and_keeps_stdout_clean(capsys):
+def test_tensorrt_session_failure_falls_back_explicitly_and_keeps_stdout_clean(capsys, monkeypatch):
+    from edge_classify.runtime.host import deps
+
     plan = plan_providers("auto", [TRT, CUDA, CPU], {"trt_fp16_enable": True})
     ort = _FakeOrt()
-    runner = OrtRunner(ort, "m.onnx", plan, "fp32")
+    monkeypatch.setattr(deps, "onnxruntime", lambda: ort)
+    runner = OrtRunner("m.onnx", plan, "fp32")
     assert runner.device == CUDA
-    assert "tensorrt could not create a session" in runner.fallback_note and "running on cuda" in runner.fallback_note
-    assert "failed to create engine" in runner.fallback_note  # why, in ONNX Runtime's words
+    note, = runner.notes
+    assert "tensorrt could not create a session" in note and "running on cuda" in note
+    assert "failed to create engine" in note  # why, in ONNX Runtime's words
     assert capsys.readouterr().out == ""  # the banner went to stderr
     assert all(call.get("enable_fallback") == 0 for call in ort.calls)  # ORT's own fallback off: ours decides
     named = plan_providers("tensorrt", [TRT, CUDA, CPU], {})
     with pytest.raises(EdgeClassifyError, match="tensorrt could not create a session.*failed to create engine") as e:
-        OrtRunner(_FakeOrt(), "m.onnx", named, "fp32")
+        OrtRunner("m.onnx", named, "fp32")
     assert "--provider auto" in e.value.hint
 
 
@@ -170,22 +178,20 @@ class _BuildingOrt(_FakeOrt):
 def test_first_engine_build_is_announced_and_timed_then_reused(tmp_path, monkeypatch):
     """Minutes of silence on the first TensorRT run look like a hang: the build is announced
     before it starts and timed after; a later load reuses the cached engine without a word."""
-    from edge_classify.runtime.host import deps
     from edge_classify.runtime.classifier import Classifier
+    from edge_classify.runtime.host import deps
 
     model = tiny_models.make(tmp_path / "m.onnx", graph_input_size=(4, 4), contract_input_size=(4, 4))
     fake = _BuildingOrt()
     monkeypatch.setattr(deps, "onnxruntime", lambda: fake)
     said = []
-    first = Classifier(model, available_providers=[TRT, CPU], available_engines=["onnxruntime"],
-                       trt_cache_dir=tmp_path / "trt", on_status=said.append)
-    assert first.provider == TRT and first.engine_built is True and first.engine_build_s >= 0
+    options = EngineOptions(tensorrt=TensorRTOptions(cache_dir=tmp_path / "trt"))
+    first = Classifier(model, options, on_status=said.append, facts=TRT_HOST)
+    assert first.runner.provider == TRT and first.report.engine_built is True and first.report.engine_build_s >= 0
     assert len(said) == 2 and "building the TensorRT engine" in said[0] and "minutes" in said[0]
     assert said[1].startswith("TensorRT engine built in") and str(tmp_path / "trt") in said[1]
     said.clear()
-    again = Classifier(model, available_providers=[TRT, CPU], available_engines=["onnxruntime"],
-                       trt_cache_dir=tmp_path / "trt", on_status=said.append)
-    assert again.engine_built is False and said == [] and fake.builds == 1
-    cpu = Classifier(model, providers="cpu", available_providers=[TRT, CPU], available_engines=["onnxruntime"],
-                     on_status=said.append)
-    assert cpu.engine_built is None and said == []
+    again = Classifier(model, options, on_status=said.append, facts=TRT_HOST)
+    assert again.report.engine_built is False and said == [] and fake.builds == 1
+    cpu = Classifier(model, EngineOptions(providers="cpu"), on_status=said.append, facts=TRT_HOST)
+    assert cpu.report.engine_built is None and said == []

@@ -9,8 +9,9 @@ import sys
 import time
 
 from .. import __version__
-from ..errors import EXIT_USAGE, EdgeClassifyError
 from ..cache.paths import default_model_path
+from ..errors import EXIT_INPUTS_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, EdgeClassifyError, exit_codes_help
+from . import shell
 
 EPILOG = """\
 examples:
@@ -20,12 +21,12 @@ examples:
   edge-classify-bulk photos/ --out results/                  again after a crash: only the rest is classified
 
 Results are part files in --out (Parquet by default, --format jsonl for JSON Lines), one row per
-image: path, model_sha256, precision, indices, labels, probabilities, error. Read them with
+image, the row edge-classify --json writes: path, model_sha256, model_precision,
+compute_precision, engine, provider, predictions, timings_ms, or error. Read them with
 pyarrow/pandas (pd.read_parquet("results/")). Every file must be readable at the same path on
 every node of the cluster (shared storage).
 
-exit codes: 0 all classified, 1 some images failed (their rows say why), 2 usage, 3 model error
-"""
+""" + exit_codes_help("edge-classify-bulk") + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,33 +58,31 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"edge-classify-bulk: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return EXIT_USAGE
-    try:
-        return _run(args)
-    except EdgeClassifyError as exc:
-        print(f"edge-classify-bulk: error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""),
-              file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("edge-classify-bulk: interrupted; finished parts are kept, run again to resume", file=sys.stderr)
-        return 130
+    return shell.run("edge-classify-bulk", lambda: _run(args),
+                     interrupted="interrupted; finished parts are kept, run again to resume")
 
 
 def _run(args) -> int:
-    from . import ray_bulk
     from ..classifier import Classifier
-    from .classify import expand_inputs
+    from ..engines.options import EngineOptions
+    from ..images.files import expand_inputs
+    from . import ray_bulk
 
     def say(msg: str) -> None:
         if not args.quiet:
             print(f"edge-classify-bulk: {msg}", file=sys.stderr, flush=True)
 
+    def warn(msg: str) -> None:
+        print(f"edge-classify-bulk: warning: {msg}", file=sys.stderr, flush=True)
+
     model_path = args.model or str(default_model_path())
     model = open(model_path, "rb").read() if os.path.isfile(model_path) else None
     if model is None:
-        raise EdgeClassifyError(f"model {model_path} not found", hint="export one with `export-model`", exit_code=3)
-    local = Classifier(model, engine="onnxruntime", on_status=None)  # checks the model once, here
+        raise EdgeClassifyError(f"model {model_path} not found", hint="export one with `export-model`",
+                                exit_code=EXIT_MODEL)
+    local = Classifier(model, EngineOptions(engine="onnxruntime"))  # checks the model once, here
     out = ray_bulk.ResultsDir(args.out, args.format)
-    paths = ray_bulk.absolute_paths(expand_inputs(args.sources))
+    paths = ray_bulk.absolute_paths(expand_inputs(args.sources, warn))
     done = out.done(local.model_sha256)
     todo = [p for p in paths if p not in done]
     missing = [p for p in todo if not os.path.isfile(p)]
@@ -96,10 +95,10 @@ def _run(args) -> int:
         + f", {len(todo)} to do" + (f", {len(missing)} missing" if missing else ""))
     failures = len(missing)
     if missing:  # a row with the reason, like any other bad image
-        out.write(ray_bulk.failed_columns(missing, "no such file", local.model_sha256, local.contract.model.precision))
+        out.write(ray_bulk.failed_rows(missing, "no such file", local.producer))
     if not todo:
         say("nothing left to classify")
-        return 1 if failures else 0
+        return EXIT_INPUTS_FAILED if failures else EXIT_OK
 
     ray = ray_bulk.ray()
     if not ray.is_initialized():
@@ -113,23 +112,22 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     results = ray_bulk.classify_dataset(ray_bulk.read_images(todo), model, top_k=args.top_k, actors=actors,
                                         threads=args.threads, batch_size=args.batch_size)
-    pending = {c: [] for c in ray_bulk.COLUMNS}
+    pending: list[dict] = []
     classified = 0
     for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
-        for c in ray_bulk.COLUMNS:
-            pending[c].extend(batch.column(c).to_pylist())
-        if len(pending["path"]) >= args.flush_rows:
-            classified += len(pending["path"])
-            failures += sum(e is not None for e in pending["error"])
+        pending += ray_bulk.batch_rows(batch)
+        if len(pending) >= args.flush_rows:
+            classified += len(pending)
+            failures += sum(r.get("error") is not None for r in pending)
             out.write(pending)
-            pending = {c: [] for c in ray_bulk.COLUMNS}
-    classified += len(pending["path"])
-    failures += sum(e is not None for e in pending["error"])
+            pending = []
+    classified += len(pending)
+    failures += sum(r.get("error") is not None for r in pending)
     out.write(pending)
     took = time.perf_counter() - t0
     say(f"{classified} image(s) classified in {took:.1f} s ({classified / took if took else 0:.1f} img/s) on "
         f"{actors} actor(s); {failures} failed (see their error column); results in {args.out}")
-    return 1 if failures else 0
+    return EXIT_INPUTS_FAILED if failures else EXIT_OK
 
 
 if __name__ == "__main__":

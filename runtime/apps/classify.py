@@ -6,7 +6,6 @@ Imports only the standard library until it has to classify, so ``--help`` is ins
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -14,13 +13,11 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import (
-    EXIT_BROKEN_PIPE, EXIT_INPUTS_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, EdgeClassifyError,
-    report_internal_error,
-)
-from ..images.files import images_in
 from ..cache.paths import default_model_path
 from ..engines.providers import default_trt_cache_dir
+from ..errors import EXIT_INPUTS_FAILED, EXIT_OK, EXIT_USAGE, EdgeClassifyError, exit_codes_help
+from ..images.files import expand_inputs
+from . import shell
 
 EPILOG = """\
 examples:
@@ -29,7 +26,7 @@ examples:
   edge-classify 'shots/*.png' --batch-size 16 --threads 2
   edge-classify img.jpg --model resnet101.onnx --provider tensorrt
   edge-classify --model m.onnx --warmup      build and cache the TensorRT engine ahead of deployment
-  edge-classify photos/ --engine openvino    the OpenVINO runtime (pip install 'edge-classify[openvino]')
+  edge-classify photos/ --engine openvino    the OpenVINO runtime (the [openvino] extra)
   edge-classify photos/ --device GPU         OpenVINO on an Intel GPU (NPU likewise)
   edge-classify img.jpg --engine openvino --precision bf16   BF16 on AMX / AVX512-BF16 CPUs
   edge-classify archive/ -o results.jsonl    bulk: rows appended to a file as they finish
@@ -40,10 +37,7 @@ examples:
   edge-classify rtsp://cam/stream --save out.mp4   a live stream (stale frames dropped), annotated copy
   edge-classify --camera 0                   a V4L2 camera, until Ctrl-C
 
-exit codes: 0 all classified, 1 some inputs failed, 2 usage, 3 model/provider error, 75 live stream lost,
-            74 cannot write --output (rows so far are kept: --resume later),
-            70 internal error (a bug: the message says where the traceback was saved)
-"""
+""" + exit_codes_help("edge-classify") + "\n"
 
 FPS_REPORT_EVERY_S = 2.0  # videos and streams: a rolling-FPS line on stderr this often (not with -q)
 _SUFFIX = {"K": 10**3, "M": 10**6, "G": 10**9}
@@ -158,30 +152,6 @@ def _count(suffixes: dict):
     return parse
 
 
-def expand_inputs(args: list[str]) -> list[str]:
-    """Files as given; directories -> their image files (recursive, sorted); globs expanded.
-
-    A name that matches nothing is kept, so that it is reported as missing.
-    """
-    out: list[str] = []
-
-    def unreadable(exc: OSError) -> None:
-        print(f"edge-classify: warning: skipped {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
-
-    for arg in args:
-        if os.path.isdir(arg):
-            found = [str(p) for p in images_in(arg, on_error=unreadable)]
-            out.extend(found)
-            if not found:
-                print(f"edge-classify: warning: no images in directory {arg}", file=sys.stderr)
-        elif not os.path.lexists(arg) and glob.has_magic(arg):
-            matches = sorted(glob.glob(arg, recursive=True))
-            out.extend(matches if matches else [arg])
-        else:
-            out.append(arg)
-    return out
-
-
 def format_predictions(predictions) -> list[str]:
     return [f"{i}. {p.label}: {p.probability * 100:.2f}%" for i, p in enumerate(predictions, 1)]
 
@@ -196,13 +166,13 @@ def format_result(res) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if sys.stderr is None:  # started with stderr closed (2>&-): print() would fall back to stdout
+    if sys.stderr is None:  # started with stderr closed (2>&-): argparse would print to nowhere
         sys.stderr = open(os.devnull, "w")
     args = build_parser().parse_args(argv)
     if args.resume and args.output is None:
         build_parser().error("--resume needs --output FILE")
     try:
-        return _main(args)
+        return shell.run("edge-classify", lambda: _run(args))
     finally:
         _settle_stderr()
 
@@ -213,30 +183,11 @@ def _settle_stderr() -> None:
         sys.modules["edge_classify.runtime.images.codec_messages"].settle()
 
 
-def _main(args) -> int:
-    try:
-        return _run(args)
-    except EdgeClassifyError as exc:
-        print(f"edge-classify: error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("edge-classify: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
-        try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
-            pass
-        return EXIT_BROKEN_PIPE
-    except Exception as exc:  # a bug: short message, traceback saved, its own exit code
-        return report_internal_error("edge-classify", exc, sys.stderr)
-
-
 def _run(args) -> int:
-    from ..classifier import Classifier, display_name  # heavy imports only past argument parsing
+    from ..classifier import Classifier  # heavy imports only past argument parsing
+    from ..engines.options import EngineOptions, TensorRTOptions
     from ..images.preprocess import DecodeOptions
+    from ..results import display_name
     from .results_file import ResultsFile
 
     def info(msg: str) -> None:
@@ -250,7 +201,7 @@ def _run(args) -> int:
     model = args.model or default_model_path()
     if args.model is None:
         _check_default_model(model)
-    inputs = expand_inputs(args.inputs) + [f"camera:{n}" for n in (args.camera or [])]
+    inputs = expand_inputs(args.inputs, warn) + [f"camera:{n}" for n in (args.camera or [])]
     videos = [a for a in inputs if _is_stream(a)]
     inputs = [a for a in inputs if a not in videos]
     if videos and args.output is not None:
@@ -260,35 +211,16 @@ def _run(args) -> int:
     if args.save is not None and len(videos) != 1:
         print("edge-classify: error: --save needs exactly one video or stream", file=sys.stderr)
         return EXIT_USAGE
-    clf = Classifier(
-        model,
-        images_hint=(len(inputs) or None) if not videos else None,  # auto: a small run goes to the leaner start-up
-        providers=args.provider,
-        engine=args.engine,
-        device=args.device,
-        precision=args.precision,
+    options = EngineOptions(
+        engine=args.engine, providers=args.provider, device=args.device, precision=args.precision,
         threads=args.threads,
-        batch_size=args.batch_size,
-        decode=DecodeOptions(exif_orientation=args.exif_orientation, sixteen_bit=args.sixteen_bit,
-                             allow_corrupt=args.allow_corrupt, **limits),
-        trt_cache_dir=args.trt_cache,
-        trt_fp16=not args.trt_fp32,
-        threshold=args.threshold,
-        on_status=info,
-    )
-    m = clf.contract.model
-    info(f"model {model} ({m.arch} {m.precision}) on {clf.runner.engine} ({clf.runner.device}), "
-         f"computing in {clf.runner.precision}")
-    if args.engine == "auto" and not args.quiet:
-        info(f"engine: {clf.engine_choice.engine} ({clf.engine_choice.reason})")
-    if clf.cache_status == "stored":
-        info("saved the optimised graph for this CPU; later runs start faster")
-    if clf.cache_warning:
-        warn(clf.cache_warning)
-    if clf.provider_warning:
-        warn(clf.provider_warning)
-    if clf.provider_note:
-        info(clf.provider_note)
+        images_hint=(len(inputs) or None) if not videos else None,  # auto: a small run goes to the leaner start-up
+        tensorrt=TensorRTOptions(cache_dir=args.trt_cache, fp16=not args.trt_fp32))
+    decode = DecodeOptions(exif_orientation=args.exif_orientation, sixteen_bit=args.sixteen_bit,
+                           allow_corrupt=args.allow_corrupt, **limits)
+    clf = Classifier(model, options, batch_size=args.batch_size, decode=decode, threshold=args.threshold,
+                     on_status=info)
+    _render_report(clf, model, args.engine == "auto", info, warn)
     if args.threshold is not None and clf.threshold is None:
         warn(f"--threshold applies to multi-label models; this one has a {clf.contract.model.head} head (ignored)")
     if clf.contract.weights_origin == "random":
@@ -298,7 +230,7 @@ def _run(args) -> int:
         took = clf.warmup(batch_sizes=(1, args.batch_size))
         info("warm-up: " + ", ".join(f"batch {n} in {ms:.1f} ms" for n, ms in took.items())
              + (f"; TensorRT engine cached under {args.trt_cache or default_trt_cache_dir()}"
-                if clf.engine_built is not None else ""))
+                if clf.report.engine_built is not None else ""))
         if not inputs and not videos:
             return 0
     if not inputs and not videos:
@@ -323,7 +255,8 @@ def _run(args) -> int:
     failed = done = 0
     several = len(inputs) > 1
     first = True
-    progress = _Progress(len(inputs), enabled=results is not None and not args.quiet)
+    progress = shell.Progress("edge-classify", enabled=results is not None and not args.quiet)
+    progress.count(len(inputs))
     try:
         for res in clf.iter_classify(inputs, top_k=args.top_k, errors="collect"):
             done += 1
@@ -346,11 +279,25 @@ def _run(args) -> int:
     finally:
         if results is not None:
             results.close()
-        progress.close(done, failed, skipped)
+        progress.finish(done, failed, skipped)
     frames_failed = sum(_run_stream(clf, v, args, info) for v in videos)
     if failed:
         info(f"{failed} of {len(inputs)} input(s) could not be classified")
     return EXIT_INPUTS_FAILED if failed or frames_failed else EXIT_OK
+
+
+def _render_report(clf, model, auto: bool, info, warn) -> None:
+    """What loading decided (engines/loader.py's ``LoadReport``), as stderr lines."""
+    m, r, report = clf.contract.model, clf.runner, clf.report
+    info(f"model {model} ({m.arch} {m.precision}) on {r.engine} ({r.device}), computing in {r.precision}")
+    if auto:
+        info(f"engine: {report.engine_choice.engine} ({report.engine_choice.reason})")
+    if report.cache_status == "stored":
+        info("saved the optimised graph for this CPU; later runs start faster")
+    for line in report.warnings:
+        warn(line)
+    for line in report.notes:
+        info(line)
 
 
 def _is_stream(arg: str) -> bool:
@@ -426,35 +373,6 @@ def _check_default_model(path: Path) -> None:
     if why:
         raise EdgeClassifyError(f"the default model {path} is {why}; not loading it",
                                 hint="re-export it with `export-model`, or pass --model PATH to use it anyway")
-
-
-class _Progress:
-    """For --output runs: a line on stderr every few seconds (rewritten in place on a terminal)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.t0 = self.last = time.monotonic()
-        self.n = 0
-
-    def step(self, failed: int) -> None:
-        self.n += 1
-        now = time.monotonic()
-        if not self.enabled or now - self.last < (0.5 if self.tty else 10.0):
-            return
-        self.last = now
-        rate = self.n / max(now - self.t0, 1e-9)
-        line = f"edge-classify: {self.n}/{self.total} images, {failed} failed, {rate:.1f} img/s"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self, done: int, failed: int, skipped: int) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            print(file=sys.stderr)
-        secs = time.monotonic() - self.t0
-        print(f"edge-classify: classified {done - failed}, failed {failed}, skipped {skipped} (already done) "
-              f"in {secs:.1f} s ({done / max(secs, 1e-9):.1f} img/s)", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

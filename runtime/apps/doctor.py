@@ -25,10 +25,13 @@ import sys
 from dataclasses import asdict, dataclass
 
 from .. import __version__
+from ..engines.providers import GPU_PROVIDERS
+from ..errors import EXIT_INPUTS_FAILED, EXIT_OK, EdgeClassifyError, exit_codes_help
+from ..host.deps import install_hint
+from . import shell
 from .doctor_facts import VIDEO_IO, gather
-from ..errors import EXIT_OK, EdgeClassifyError, report_internal_error
 
-EXIT_PROBLEMS = 1
+EXIT_PROBLEMS = EXIT_INPUTS_FAILED  # something fails
 
 EPILOG = """\
 examples:
@@ -37,19 +40,17 @@ examples:
   edge-doctor -m resnet50.int8.onnx --provider tensorrt   ... on TensorRT (an engine is built on first use)
   edge-doctor --json | jq .problems        the problems and their fixes, for scripts
 
-exit codes: 0 nothing failed (warnings and notes do not fail), 1 something failed (each failure has a fix:
-            line), 2 usage, 70 internal error (a bug in edge-doctor)
-"""
+""" + exit_codes_help("edge-doctor") + "\n"
 
 OK, NOTE, WARN, FAIL = "ok", "note", "warn", "fail"
 MARK = {OK: "ok", NOTE: "note", WARN: "WARN", FAIL: "FAIL"}
 SECTIONS = ("platform", "engines", "gpu", "opencv", "numpy", "model", "caches")
 
 LIB_LABEL = {"tensorrt": "TensorRT (libnvinfer)", "cuda": "CUDA runtime (libcudart)", "cudnn": "cuDNN (libcudnn)"}
-PROVIDER_LIB = {"TensorrtExecutionProvider": "tensorrt", "CUDAExecutionProvider": "cuda"}
+PROVIDER_LIB = GPU_PROVIDERS  # provider -> its library's short name
 
-CPU_EXTRA = "pip install -e '.[cpu]'"
-GPU_EXTRA = "pip install -e '.[gpu]'"
+CPU_EXTRA = install_hint("cpu")
+GPU_EXTRA = install_hint("gpu")
 JETSON_ORT = "NVIDIA's onnxruntime-gpu wheel for JetPack {jp} (pypi.jetson-ai-lab.io, or NVIDIA's Jetson Zoo)"
 
 
@@ -165,7 +166,7 @@ def _engines(facts: dict) -> list[Finding]:
                                "reinstall it: pip install --force-reinstall openvino"))
     elif vs == "missing":
         out.append(Finding("engines", NOTE, "openvino is not installed (optional second engine on x86 CPUs)",
-                           "to add it: pip install -e '.[openvino]'"))
+                           f"to add it: {install_hint('openvino')}"))
     elif vs == "broken":
         out.append(Finding("engines", WARN, f"openvino is installed but does not import: {v.get('error')}",
                            "reinstall it: pip install --force-reinstall openvino, or uninstall it"))
@@ -279,7 +280,7 @@ def _opencv(facts: dict) -> list[Finding]:
         if c.get("numpy_abi") and not numpy_v.startswith(("0.", "1.")):
             return [Finding("opencv", FAIL, f"cv2 does not import under NumPy {numpy_v}: it was compiled against "
                                             f"NumPy 1.x ({c.get('error')})",
-                            "pip install 'numpy<2' (or the [jetson] extra: pip install -e '.[jetson]')")]
+                            f"pip install 'numpy<2' (or the [jetson] extra: {install_hint('jetson')})")]
         return [Finding("opencv", FAIL, f"cv2 is installed but does not import: {c.get('error')}",
                         f"reinstall it: pip uninstall -y {' '.join(names) or 'opencv-python-headless'} && "
                         f"pip install opencv-python-headless")]
@@ -492,19 +493,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        facts = gather(args.model, args.provider)
-        findings = diagnose(facts)
-        if args.json:
-            print(json.dumps(to_json(facts, findings), indent=2, default=str))
-        else:
-            sys.stdout.write(render_text(findings))
-        return exit_code(findings)
-    except KeyboardInterrupt:
-        print("edge-doctor: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 (a bug in the doctor: short message, traceback saved)
-        return report_internal_error("edge-doctor", exc, sys.stderr)
+    return shell.run("edge-doctor", lambda: _run(args))
+
+
+def _run(args) -> int:
+    facts = gather(args.model, args.provider)
+    findings = diagnose(facts)
+    if args.json:
+        print(json.dumps(to_json(facts, findings), indent=2, default=str))
+    else:
+        sys.stdout.write(render_text(findings))
+    return exit_code(findings)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import EdgeClassifyError, first_line
+from ..host import gpu
 
 # The instruction-set extensions ONNX Runtime's and OpenVINO's kernels dispatch on.
 X86_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -54,20 +55,16 @@ def parse_tegra_release(text: str) -> dict | None:
     return {"l4t": f"{major}.{revision}", "jetpack": JETPACK_FOR_L4T.get(major)}
 
 
-def jetson_facts(model_file: str = "/proc/device-tree/model",
+def jetson_facts(model_file: str = gpu.DEVICE_TREE_MODEL,
                  release_file: str = "/etc/nv_tegra_release") -> dict | None:
     """The Jetson's model and L4T / JetPack release, or None on anything else."""
-    try:
-        with open(model_file, "rb") as f:
-            model = f.read().rstrip(b"\0").decode(errors="replace").strip()
-    except OSError:
-        model = ""
+    model = gpu.device_tree_model(model_file)
     try:
         with open(release_file, encoding="utf-8", errors="replace") as f:
             release = parse_tegra_release(f.read())
     except OSError:
         release = None
-    if release is None and not any(w in model.lower() for w in ("jetson", "orin", "xavier")):
+    if release is None and not gpu.is_jetson_model(model):
         return None
     return {"model": model or None, "l4t": (release or {}).get("l4t"), "jetpack": (release or {}).get("jetpack")}
 
@@ -148,10 +145,9 @@ def onnxruntime_facts() -> dict:
         return out
     out.update(status="ok", version=ort.__version__, providers=list(ort.get_available_providers()),
                location=_module_home(ort))
-    from ..host import deps
     from ..engines.providers import unusable_gpu_providers
 
-    out["unusable"] = unusable_gpu_providers(out["providers"], deps.nvidia_gpu_device(), deps.provider_library_error)
+    out["unusable"] = unusable_gpu_providers(out["providers"], gpu.nvidia_gpu_device(), gpu.provider_library_error)
     return out
 
 
@@ -235,13 +231,11 @@ def _elsewhere(stem_so: str) -> str | None:
 
 
 def gpu_facts() -> dict:
-    from ..host import deps
-
-    name = deps.gpu_name()
-    trt_py = deps.tensorrt_version()
+    name = gpu.gpu_name()
+    trt_py = gpu.tensorrt_version()
     return {
         "name": None if name == "unknown" else name,
-        "device": deps.nvidia_gpu_device(),
+        "device": gpu.nvidia_gpu_device(),
         "tensorrt_python": None if trt_py == "unknown" else trt_py,
         "libraries": {key: _probe(library_facts, key) for key in NVIDIA_LIBS},
     }
@@ -423,17 +417,24 @@ def _raw_session_error(ort, source: str, provider: str) -> str | None:
     return None
 
 
+def _status(message: str) -> None:
+    """A long one-time step while loading (a TensorRT engine build): said as it happens."""
+    print(f"edge-doctor: {message}", file=sys.stderr, flush=True)
+
+
 def placement_facts(path: Path, requested: str) -> dict:
     """Load the model exactly as ``edge-classify --engine onnxruntime --provider REQUESTED`` does
     (a Classifier: contract checks, provider plan, TensorRT options and fallbacks), then profile
     one batch on the providers that load settled on."""
-    from ..host import deps
-    from ..classifier import Classifier
+    from ..engines.loader import load
+    from ..engines.options import EngineOptions
     from ..engines.providers import ALIASES
+    from ..host import deps
 
     out = {"requested": requested}
     try:
-        clf = Classifier(path, providers=requested, engine="onnxruntime", batch_size=1)
+        loaded = load(path, EngineOptions(engine="onnxruntime", providers=requested), measure_batch=1,
+                      on_status=_status)
     except EdgeClassifyError as exc:
         out.update(error=exc.message, fix=exc.hint)
         # A provider that failed to start: ONNX Runtime's whole message, which the runtime cuts
@@ -442,13 +443,12 @@ def placement_facts(path: Path, requested: str) -> dict:
         if requested not in ("auto", "cpu") and started:
             out["onnxruntime_message"] = _raw_session_error(deps.onnxruntime(), str(path), ALIASES[requested])
         return out
-    plan = clf.plan
-    out.update(plan=plan.names, skipped=dict(plan.skipped), used=clf.provider, precision=clf.runner.precision,
-               warning=clf.provider_warning, note=clf.provider_note)
-    m, pre = clf.contract.model, clf.contract.preprocess
-    h, w = pre.input_size
-    shape = (m.batch or 1,) + ((h, w, 3) if pre.layout == "NHWC" else (3, h, w))
-    clf.runner.close()  # one session at a time: a GPU may not hold two
+    plan, report, runner = loaded.report.provider_plan, loaded.report, loaded.runner
+    out.update(plan=plan.names, skipped=dict(plan.skipped), used=runner.provider, precision=runner.precision,
+               warning="; ".join(report.warnings) or None, note="; ".join(report.notes) or None)
+    m, pre = loaded.contract.model, loaded.contract.preprocess
+    shape = pre.input_shape(m.batch or 1)
+    runner.close()  # one session at a time: a GPU may not hold two
     try:
         out["nodes"] = profile_nodes(deps.onnxruntime(), str(path), plan.providers, m.input_name, shape)
     except Exception as exc:  # noqa: BLE001 (any failure is reported)

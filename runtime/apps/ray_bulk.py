@@ -9,8 +9,9 @@
   every core per session). The actors reserve a little less than whole CPUs
   (``ACTOR_CPU_SHARE``) and the read tasks ``READ_CPUS``: with whole CPUs, actors holding every
   CPU of a 2-core machine starved the read task forever (seen with Ray 2.60).
-* **Results**: one row per image: path, model sha256 and precision, top-k indices, labels
-  and probabilities, and ``error`` (a bad image is a row with its reason, never a failed job).
+* **Results**: one row per image, the row every output writes (results.py: path, model and
+  engine, predictions, timings, or ``error``: a bad image is a row with its reason, never a
+  failed job), in Parquet with one fixed schema (``PARQUET_SCHEMA``), or JSON Lines.
 * **Resumable, exactly once**: ``ResultsDir`` writes the rows in part files, each renamed
   into place only when complete, so a killed job leaves whole parts or nothing. A rerun
   reads the parts, skips every path already classified by the same model (same sha256) and
@@ -28,13 +29,33 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
-from ..host.deps import ray  # imported on use: the [ray] extra
+from ..engines.options import EngineOptions
 from ..errors import EdgeClassifyError
+from ..host.deps import ray  # imported on use: the [ray] extra
+from ..results import Classification, Producer, row
 
-COLUMNS = ("path", "model_sha256", "precision", "indices", "labels", "probabilities", "error")
 ACTOR_CPU_SHARE = 0.95  # of each thread's CPU, reserved by an actor
 READ_CPUS = 0.1  # per read task: reading files is I/O
 FORMATS = ("parquet", "jsonl")
+
+
+def parquet_schema():
+    """The row (results.py) as Parquet columns: one schema for every part, whatever its rows hold."""
+    import pyarrow as pa
+
+    def struct(**fields):
+        return pa.struct(list(fields.items()))
+
+    s, f64, i32 = pa.string(), pa.float64(), pa.int32()
+    return pa.schema([
+        ("path", s), ("path_base64", s), ("model_sha256", s), ("model_precision", s), ("compute_precision", s),
+        ("engine", s), ("provider", s), ("error", s),
+        ("predictions", pa.list_(struct(rank=i32, index=i32, wnid=s, label=s, probability=f64))),
+        ("threshold", f64), ("labels_above_threshold", pa.list_(struct(index=i32, label=s, probability=f64))),
+        ("scores", pa.map_(s, f64)),
+        ("timings_ms", struct(decode=f64, normalize=f64, inference=f64, batch=i32)),
+        ("notes", pa.list_(s)),
+    ])
 
 
 class ClassifyBatch:
@@ -43,35 +64,40 @@ class ClassifyBatch:
     def __init__(self, model: bytes, top_k: int = 5, threads: int = 1, batch_size: int = 16):
         from ..classifier import Classifier
 
-        self.clf = Classifier(model, threads=threads, batch_size=batch_size, engine="onnxruntime",
-                              on_status=None, spinning=False, decode_threads=threads)  # this actor's cores only
+        options = EngineOptions(engine="onnxruntime", threads=threads, spinning=False)
+        self.clf = Classifier(model, options, batch_size=batch_size, decode_threads=threads)  # this actor's cores only
         self.top_k = top_k
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict):
+        import pyarrow as pa
+
         results = self.clf.classify(list(batch["bytes"]), top_k=self.top_k, errors="collect")
-        return result_columns([str(p) for p in batch["path"]], results, self.clf)
+        rows = [self.clf.row(_named(res, str(p))) for p, res in zip(batch["path"], results)]
+        return pa.Table.from_pylist(rows, schema=parquet_schema())
 
 
-def result_columns(paths: list[str], results: list, clf) -> dict:
-    """The result rows (as columns) for ``paths``: what the Ray path and a local run both write."""
-    out = {c: [] for c in COLUMNS}
-    for path, res in zip(paths, results):
-        out["path"].append(path)
-        out["model_sha256"].append(clf.model_sha256)
-        out["precision"].append(clf.contract.model.precision)
-        out["indices"].append([p.index for p in res.predictions] if res.ok else [])
-        out["labels"].append([p.label for p in res.predictions] if res.ok else [])
-        out["probabilities"].append([float(p.probability) for p in res.predictions] if res.ok else [])
-        out["error"].append(res.error)
+def _named(result: Classification, path: str) -> Classification:
+    """The result under its file's path (the actor classified its bytes)."""
+    result.source = path
+    return result
+
+
+def batch_rows(table) -> list[dict]:
+    """The rows of a pyarrow table of rows (a batch of ``classify_dataset``, a part file) as
+    ``edge-classify --json`` writes them: absent fields left out, ``scores`` a dict again
+    (Arrow reads a map back as key-value pairs)."""
+    out = []
+    for r in table.to_pylist():
+        r = {k: v for k, v in r.items() if v is not None}
+        if "scores" in r:
+            r["scores"] = dict(r["scores"])
+        out.append(r)
     return out
 
 
-def failed_columns(paths: list[str], reason: str, model_sha256: str, precision: str) -> dict:
+def failed_rows(paths: list[str], reason: str, producer: Producer) -> list[dict]:
     """Rows for images that never reached an actor (a missing file): the reason in ``error``."""
-    n = len(paths)
-    return {"path": list(paths), "model_sha256": [model_sha256] * n, "precision": [precision] * n,
-            "indices": [[] for _ in paths], "labels": [[] for _ in paths], "probabilities": [[] for _ in paths],
-            "error": [reason] * n}
+    return [row(Classification(p, error=reason), producer) for p in paths]
 
 
 def plan_actors(cluster_cpus: float, threads: int, actors: int | None) -> int:
@@ -83,7 +109,7 @@ def plan_actors(cluster_cpus: float, threads: int, actors: int | None) -> int:
 def classify_dataset(ds, model: bytes | str | os.PathLike, *, top_k: int = 5, actors: int | None = None,
                      threads: int = 1, batch_size: int = 16):
     """A ``ray.data.Dataset`` of ``{"path", "bytes"}`` rows (``read_binary_files(...,
-    include_paths=True)``) -> a Dataset of result rows (``COLUMNS``). For people already in Ray."""
+    include_paths=True)``) -> a Dataset of result rows (``parquet_schema``). For people already in Ray."""
     r = ray()
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     n = plan_actors(r.cluster_resources().get("CPU", 1), threads, actors)
@@ -125,7 +151,7 @@ class ResultsDir:
             if part.suffix == ".parquet":
                 import pyarrow.parquet as pq
 
-                out.extend(pq.read_table(part, columns=columns).to_pylist())
+                out.extend(batch_rows(pq.read_table(part, columns=columns)))
             else:
                 out.extend(json.loads(line) for line in part.read_text("utf-8").splitlines() if line.strip())
         return out
@@ -135,9 +161,8 @@ class ResultsDir:
         return {r["path"]: r.get("error") is not None for r in self.rows(["path", "model_sha256", "error"])
                 if r.get("model_sha256") == model_sha256}
 
-    def write(self, columns: dict) -> Path | None:
-        n = len(columns["path"])
-        if not n:
+    def write(self, rows: list[dict]) -> Path | None:
+        if not rows:
             return None
         self._seq += 1
         final = self.path / f"part-{self._run}-{self._seq:06d}.{self.fmt}"
@@ -146,11 +171,11 @@ class ResultsDir:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.table({c: columns[c] for c in COLUMNS}), tmp)
+            pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema()), tmp)
         else:
             with open(tmp, "w", encoding="utf-8") as f:
-                for i in range(n):
-                    f.write(json.dumps({c: columns[c][i] for c in COLUMNS}) + "\n")
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)  # whole part or nothing

@@ -29,12 +29,11 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from ..images import codec_messages, formats
+from ..errors import EXIT_OUTPUT, EXIT_STREAM_LOST, EXIT_USAGE, EdgeClassifyError, InputError
 from ..host import deps
-from ..errors import EXIT_OUTPUT, EXIT_USAGE, EdgeClassifyError, InputError
+from ..images import codec_messages, formats
 from ..images.files import IMAGE_EXTENSIONS
-
-EXIT_STREAM_LOST = 75  # EX_TEMPFAIL (sysexits.h): the source went away; running again may work
+from ..results import frame_fields
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
@@ -303,11 +302,9 @@ class FrameResult:
     _classifier: Any = field(default=None, repr=False)
 
     def row(self) -> dict:
-        """The JSON Lines row: the classifier's row (``path`` = the source) plus the frame's place."""
-        row = self._classifier.row(self.classification)
-        row.update(source=self.source, frame=self.frame, timestamp_ms=round(self.timestamp_ms, 3),
-                   dropped=self.dropped_before)
-        return row
+        """The row (results.py): the classifier's row (``path`` = the source) plus the frame's place."""
+        return self._classifier.row(self.classification,
+                                    **frame_fields(self.source, self.frame, self.timestamp_ms, self.dropped_before))
 
 
 def classify_stream(classifier, source: str | int | StreamSource, *, every: int = 1, top_k: int = 3,

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import os
@@ -32,28 +31,13 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..host import cpu
 from ..cache import store
-from .runners import BF16_EMULATED, TensorInfo
+from ..errors import EXIT_MODEL, EdgeClassifyError
+from ..host import cpu, deps, facts
+from .runners import BF16_EMULATED, BaseRunner, TensorInfo
 
 _KEEP = 2  # compiled batch sizes held at once (each holds its own copy of the weights)
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
-
-
-@functools.lru_cache(maxsize=None)
-def core(ov):
-    """One ``ov.Core`` per process: it loads the device plugins (50 ms the first time here);
-    the runners' settings go to ``compile_model``, not to the Core, so it is shared."""
-    return ov.Core()
-
-
-def hardware_bf16(ov, device: str = "CPU") -> bool:
-    """Does OpenVINO find native BF16 on this device (AMX-BF16 / AVX512-BF16)? Its
-    OPTIMIZATION_CAPABILITIES lists BF16 only then, not where it would emulate bf16."""
-    try:
-        return "BF16" in core(ov).get_property(device, "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # an unknown device or property: no BF16 claimed
-        return False
 
 
 def type_name(element_type) -> str:
@@ -76,28 +60,27 @@ def computed_precision(file_precision: str, hint: str, native_bf16: bool) -> str
     return "fp32"
 
 
-def check_device(ov, device: str) -> None:
+def check_device(device: str) -> None:
     """A clear error for a device OpenVINO does not see here (instead of its own message)."""
-    from ..errors import EXIT_MODEL, EdgeClassifyError
-
     base = device.split(".")[0].split(":")[0]
     if base in ("AUTO", "MULTI", "HETERO", "BATCH"):  # virtual devices over the real ones
         return
-    available = core(ov).available_devices
+    available = deps.openvino_core().available_devices
     if device not in available and base not in {d.split(".")[0] for d in available}:
         raise EdgeClassifyError(f"OpenVINO device {device!r} is not available here",
                                 hint=f"available: {', '.join(available) or 'none'} (GPU/NPU need Intel's "
                                      "drivers); or --device AUTO", exit_code=EXIT_MODEL)
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(BaseRunner):
     engine = "openvino"
 
-    def __init__(self, ov, source, file_precision: str, compute: str = "fp32", threads: int | None = None,
+    def __init__(self, source, file_precision: str, compute: str = "fp32", threads: int | None = None,
                  device: str = "CPU", cache=None, model_sha256: str | None = None, first_batch: int = 1):
-        check_device(ov, device)
-        self._ov, self._source, self.device = ov, source, device
-        self._core = core(ov)
+        super().__init__()
+        check_device(device)
+        self._ov, self._source, self.device = deps.openvino(), source, device
+        self._core = deps.openvino_core()
         self._file_precision = file_precision
         self._config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_PRECISION[compute]}
         if threads:
@@ -120,8 +103,12 @@ class OpenVinoRunner:
             self.inputs = [_info(p, batch=None) for p in compiled.inputs]
             self.outputs = [_info(p, batch=None) for p in compiled.outputs]
 
+    @property
+    def provider(self) -> str:
+        return f"OpenVINO {self.device}"
+
     # --- running ---------------------------------------------------------------------
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         x = np.ascontiguousarray(batch, dtype=np.float32)
         # An infer request is not thread-safe (a Classifier may be shared by threads); one
@@ -222,7 +209,7 @@ class OpenVinoRunner:
         """What OpenVINO says it computes in (an FP16 file's weights are widened to f32 on
         CPUs); bf16 on a device without native BF16 is ``BF16_EMULATED``."""
         hint = type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        return computed_precision(self._file_precision, hint, hint == "bf16" and hardware_bf16(self._ov, self.device))
+        return computed_precision(self._file_precision, hint, hint == "bf16" and facts.openvino_native_bf16(self.device))
 
     def commit_cache(self) -> None:
         self._checked = True
@@ -239,6 +226,7 @@ class OpenVinoRunner:
         self._pending = []
 
     def close(self) -> None:
+        super().close()
         self._compiled.clear()
         self._model = None
         self._pending = []

@@ -1,7 +1,9 @@
 """The ONNX Runtime runner: one ``InferenceSession`` on the planned providers.
 
 For CPU-only sessions of a model file, the optimised graph is cached per machine
-(``session_cache``); the entry is committed only after the model passed its checks.
+(``cache/store.py``); the entry is committed only after the model passed its checks.
+ONNX Runtime drops a provider it cannot start, silently; the runner says which one it got
+(``device``) and why it is not the one planned (``notes``, or an error for a named one).
 """
 
 from __future__ import annotations
@@ -14,20 +16,23 @@ import numpy as np
 
 from ..cache import store
 from ..errors import EdgeClassifyError, first_line
-from .providers import SHORT, ProviderPlan
-from .runners import TensorInfo
+from ..host import deps
+from .providers import SHORT, ProviderPlan, check_used
+from .runners import BaseRunner, TensorInfo
 
 
-class OrtRunner:
+class OrtRunner(BaseRunner):
     engine = "onnxruntime"
 
-    def __init__(self, ort, source, plan: ProviderPlan, precision: str, threads: int | None = None,
-                 spinning: bool = True, cache=None, model_sha256: str | None = None):
-        self._ort, self._threads, self._spinning = ort, threads, spinning
+    def __init__(self, source, plan: ProviderPlan, precision: str, threads: int | None = None,
+                 spinning: bool = True, cache=None, model_sha256: str | None = None,
+                 why_unusable=lambda provider: None):
+        """``why_unusable(provider)``: why a GPU provider cannot work here, where known (for
+        the message when ONNX Runtime drops it: ``providers.check_used``)."""
+        super().__init__()
+        self._ort, self._threads, self._spinning = deps.onnxruntime(), threads, spinning
         self.plan = plan
-        self.cache_status = "off"
         self._cache, self._pending = cache, None
-        self.fallback_note = None
         notes = []
         while True:
             try:
@@ -44,16 +49,20 @@ class OrtRunner:
                              f"`edge-doctor --model MODEL --provider {failed}` checks this device") from None
                 self.plan = plan = ProviderPlan(plan.requested, plan.providers[1:], plan.skipped)
                 notes.append(f"{failed} could not create a session for this model ({first_line(exc)})")
-        if notes:
-            self.fallback_note = "; ".join(notes) + f"; running on {SHORT.get(plan.primary, plan.primary)}"
-        self.device = self.session.get_providers()[0] if self.session.get_providers() else "CPUExecutionProvider"
+        try:
+            self.device, dropped = check_used(plan, self.session.get_providers(), why_unusable(plan.primary))
+        except EdgeClassifyError:
+            self.close()
+            raise
+        self.notes += [n for n in (dropped, "; ".join(notes) + f"; running on {SHORT.get(plan.primary, plan.primary)}"
+                                   if notes else None) if n]
         trt_fp16 = self.device == "TensorrtExecutionProvider" and plan.providers[0][1].get("trt_fp16_enable")
         self.precision = "fp16" if trt_fp16 and precision == "fp32" else precision
         self.inputs = [TensorInfo(i.name, list(i.shape or []), i.type) for i in self.session.get_inputs()]
         self.outputs = [TensorInfo(o.name, list(o.shape or []), o.type) for o in self.session.get_outputs()]
         self._in, self._out = self.inputs[0].name, self.outputs[0].name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self._out], {self._in: batch})[0]
 
     def commit_cache(self) -> None:
@@ -68,7 +77,7 @@ class OrtRunner:
             self._pending = None
 
     def close(self) -> None:
-        self.discard_pending()
+        super().close()
         self.session = None
 
     def _quiet_create(self, source, model_sha256):

@@ -38,7 +38,6 @@ Emulated bf16 (an AVX-512 CPU without AVX512-BF16/AMX) is never run and never ev
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import platform
 import statistics
@@ -47,19 +46,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..host import cpu
 from ..errors import EXIT_MODEL, EXIT_USAGE, EdgeClassifyError
+from ..host import cpu
+from ..host.deps import install_hint
+from ..host.facts import ENGINES
+from .providers import GPU_PROVIDERS
 from .runners import BF16_EMULATED
 from .timing import alternate
 
-ENGINES = ("onnxruntime", "openvino")
 CHOICES = ("auto",) + ENGINES
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_BAR = 0.99  # top-1 agreement with FP32 on held-out photos, as for FP16 and INT8
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _INSTALL = {
-    "onnxruntime": "pip install 'edge-classify[cpu]' (or [gpu] for CUDA/TensorRT)",
-    "openvino": "pip install 'edge-classify[openvino]' (the OpenVINO runtime, beside onnxruntime)",
+    "onnxruntime": f"{install_hint('cpu')} (or [gpu] for CUDA/TensorRT)",
+    "openvino": f"{install_hint('openvino')} (the OpenVINO runtime, beside onnxruntime)",
 }
 
 
@@ -74,11 +74,6 @@ class EngineChoice:
     @property
     def settled(self) -> bool:
         return len(self.samples) >= SAMPLES
-
-
-def installed() -> list[str]:
-    """Engines importable here, found without importing them (an import costs cold-start time)."""
-    return [e for e in ENGINES if importlib.util.find_spec(e) is not None]
 
 
 def check_requested(requested: str, available: list[str], provider: str, device: str | None = None) -> str:
@@ -210,7 +205,7 @@ def compute_precision(requested: str, engine: str, file_precision: str, hw_bf16:
     if requested == "bf16":
         if engine != "openvino":
             raise EdgeClassifyError("--precision bf16 runs on the openvino engine only",
-                                    hint="add --engine openvino (pip install 'edge-classify[openvino]')",
+                                    hint=f"add --engine openvino ({install_hint('openvino')})",
                                     exit_code=EXIT_USAGE)
         if not hw_bf16:
             raise EdgeClassifyError("this CPU has no native BF16 (AMX-BF16 or AVX512-BF16)",

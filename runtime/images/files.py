@@ -1,4 +1,5 @@
-"""Which files count as images when a directory or glob is given (CLI inputs, calibration).
+"""Which files count as images when a directory or glob is given (CLI inputs, calibration),
+and the command lines' inputs expanded into files.
 
 Only a first sieve: whether a file is accepted is decided by its content
 (``formats.read_header``), whatever its name, also for files named explicitly.
@@ -6,6 +7,7 @@ Only a first sieve: whether a file is accepted is decided by its content
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Callable
@@ -37,3 +39,29 @@ def images_in(directory: str | Path, on_error: Callable[[OSError], None] | None 
                     if on_error:
                         on_error(exc)
     return sorted(found)
+
+
+def expand_inputs(args: list[str], warn: Callable[[str], None] | None = None) -> list[str]:
+    """Files as given; directories -> their image files (recursive, sorted); globs expanded.
+
+    A name that matches nothing is kept, so that it is reported as missing. ``warn`` hears
+    of unreadable folders and empty ones.
+    """
+    out: list[str] = []
+    warn = warn or (lambda message: None)
+
+    def unreadable(exc: OSError) -> None:
+        warn(f"skipped {exc.filename}: {exc.strerror or exc}")
+
+    for arg in args:
+        if os.path.isdir(arg):
+            found = [str(p) for p in images_in(arg, on_error=unreadable)]
+            out.extend(found)
+            if not found:
+                warn(f"no images in directory {arg}")
+        elif not os.path.lexists(arg) and glob.has_magic(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            out.extend(matches if matches else [arg])
+        else:
+            out.append(arg)
+    return out

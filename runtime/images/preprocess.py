@@ -49,10 +49,10 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from ..host import deps
-from . import safe_decode
-from ..model.contract import PreprocessSpec
 from ..errors import InputError
+from ..host import deps
+from ..model.contract import PreprocessSpec
+from . import safe_decode
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 

@@ -30,9 +30,9 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 
-from . import codec_messages, formats
-from ..host import deps
 from ..errors import InputError, first_line
+from ..host import deps
+from . import codec_messages, formats
 
 # Pillow's MAX_IMAGE_PIXELS, the size at which Pillow (and so Keras' load_img) warns of
 # a decompression bomb: 2**30 bytes / 4 / 3. Every common camera is below it (a 61 MP

@@ -8,8 +8,8 @@ every label after the first shifted). Here each one is a single error naming bot
 
 from __future__ import annotations
 
-from .contract import ModelContract
 from ..errors import EXIT_MODEL, EdgeClassifyError
+from .contract import ModelContract
 
 
 def _dims(shape) -> list:
@@ -43,7 +43,7 @@ def check(contract: ModelContract, inputs, outputs, source: str) -> None:
     if len(dims) != 4:
         fail(f"input {x.name!r} has shape {_fmt(x.shape)}; a {pre.layout} image batch has 4 dimensions")
     h, w = pre.input_size
-    want = [m.batch, h, w, 3] if pre.layout == "NHWC" else [m.batch, 3, h, w]
+    want = [m.batch, *pre.input_shape()]
     names = ["batch", "height", "width", "channels"] if pre.layout == "NHWC" else ["batch", "channels", "height", "width"]
     for name, have, expect in zip(names, dims, want):
         if have is not None and expect is not None and have != expect:

@@ -105,6 +105,13 @@ class PreprocessSpec:
         if problems:
             raise EdgeClassifyError("invalid preprocessing spec: " + "; ".join(problems))
 
+    def input_shape(self, batch: int | None = None) -> tuple:
+        """The model input's shape: one image's (``batch`` None) or a batch's. The one place the
+        layout's axis order is spelled."""
+        h, w = self.input_size
+        one = (h, w, 3) if self.layout == "NHWC" else (3, h, w)
+        return one if batch is None else (batch,) + one
+
     @classmethod
     def keras(cls, mode: str, input_size=(224, 224), resize: str = "nearest") -> "PreprocessSpec":
         """The spec matching ``keras.applications.imagenet_utils.preprocess_input(mode=...)``,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from .contract import PreprocessSpec
 from ..errors import EXIT_USAGE, EdgeClassifyError
+from .contract import PreprocessSpec
 
 FORMS = ("caffe, tf, torch, raw, or mean=R,G,B:std=R,G,B (RGB order, pixel scale 0..255; "
          "one number applies to all three channels, e.g. mean=127.5:std=127.5)")
