@@ -21,9 +21,10 @@ def model_paths(tmp_path_factory) -> dict:
         fp16 = fp32.with_name(fp32.name.replace(".onnx", ".fp16.onnx"))
         return {"fp32": fp32, "fp16": fp16 if fp16.is_file() else None}
     from edge_classify.export.pipeline import export_model
+    from edge_classify.export.request import ExportRequest
 
     out = tmp_path_factory.mktemp("bench-model") / "resnet50.onnx"
-    result = export_model(out, weights="random", fp16=True, progress=False)
+    result = export_model(ExportRequest(out, weights="random", fp16=True))
     return {f.precision: f.path for f in result.files}
 
 

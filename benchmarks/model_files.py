@@ -143,6 +143,7 @@ def prepare(out: Path, model: Path | None, weights: Path | None, say, quick: boo
 def _export(out: Path, quick: bool) -> dict:
     from edge_classify.export.keras_model import import_tensorflow
     from edge_classify.export.pipeline import export_model
+    from edge_classify.export.request import ExportRequest
 
     import_tensorflow()
     import keras
@@ -158,8 +159,8 @@ def _export(out: Path, quick: bool) -> dict:
         shutil.copy(p, calib / p.name)
     int8 = len(list(calib.iterdir())) >= 8 and not quick
     converted = mdir / "resnet50.tf2onnx.onnx"  # the peers' starting point: tf2onnx's output, no rewrites
-    result = export_model(mdir / "resnet50.onnx", weights=str(weights), fp16=True, int8=int8,
-                          calib=str(calib) if int8 else None, progress=False, converted_out=converted)
+    result = export_model(ExportRequest(mdir / "resnet50.onnx", weights=str(weights), fp16=True, int8=int8,
+                                        calib=str(calib) if int8 else None, converted_out=converted))
     files = {f.precision: str(f.path) for f in result.files}
     return {"fp32": files["fp32"], "fp16": files.get("fp16"), "int8": files.get("int8"), "weights": str(weights),
             "tf2onnx": str(converted)}

@@ -129,7 +129,7 @@ def check_provider(requested: str) -> None:
     plan_providers(requested, deps.onnxruntime().get_available_providers())
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-bench", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--out", type=Path, default=Path("bench-out"), help="output folder (default: bench-out)")
@@ -148,7 +148,12 @@ def main(argv=None) -> int:
     p.add_argument("--provider", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"],
                    help="ONNX Runtime provider for edge-classify's timed rows (default: cpu); auto, cuda and "
                         "tensorrt also apply to its cold-start and warm-bulk sections")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.model is None and (args.weights or args.keras_model):
         p.error("--weights and --keras-model name what --model was exported from: give --model too")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from edge_classify.runtime import __version__
 from edge_classify.runtime.cache.paths import default_model_path
-from edge_classify.runtime.errors import EXIT_INTERRUPTED, EXIT_OK, EdgeClassifyError, report_internal_error
+from edge_classify.runtime.apps import shell
+from edge_classify.runtime.errors import EXIT_OK, exit_codes_help
 
 from .keras_head import HEAD_CHOICES
 from .keras_model import ARCHS
@@ -44,9 +45,8 @@ keras.applications backbone (its preprocess_input is the default). Say the rest 
 --resize, --head and --labels / --labels-from-dir; the export says what it decided and why.
 
 Then: edge-classify IMG (reads the default location unless --model is given).
-exit codes: 0 written, 2 usage (incl. labels that do not fit the model), 3 weights/model error (incl. missing custom code), 4 parity or agreement check failed (nothing written),
-            70 internal error (a bug: the message says where the traceback was saved)
-"""
+
+""" + exit_codes_help("export-model") + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,31 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.calib_max < 10:
         parser.error("--calib-max must be at least 10")
     out = args.output or default_model_path()
-    try:
-        from .pipeline import export_model
+    return shell.run("export-model", lambda: _run(args, out),
+                     interrupted="interrupted; nothing partial was left at the output path")
 
-        result = export_model(
-            out, arch=args.arch, weights=args.weights, seed=args.seed, fp16=args.fp16, opset=args.opset,
-            static_batch=args.static_batch, verify_images=args.verify_images, progress=not args.quiet,
-            int8=args.int8, calib=args.calib, calib_method=args.calib_method, calib_max=args.calib_max,
-            int8_activations=args.int8_activations, min_agreement=args.min_agreement, precision=args.precision,
-            bf16=args.bf16, keras_model_path=args.keras_model, custom_objects=args.custom_objects,
-            allow_lambda=args.allow_lambda,
-            labels=args.labels, labels_from_dir=args.labels_from_dir, preprocess=args.preprocess,
-            resize=args.resize, input_size=args.input_size, head=args.head, multi_label=args.multi_label,
-            threshold=args.threshold,
-        )
-    except EdgeClassifyError as exc:
-        print(f"export-model: error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("export-model: interrupted; nothing partial was left at the output path", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: short message, traceback saved, its own exit code (not 3 or 4)
-        return report_internal_error("export-model", exc, sys.stderr)
 
+def _run(args, out) -> int:
+    from .pipeline import export_model
+    from .request import ExportRequest
+
+    progress = shell.Progress("export-model", enabled=not args.quiet)
+    result = export_model(ExportRequest.from_args(args, out), progress)
     from .precision import BF16_LABEL, describe_bf16
 
     what = args.keras_model if args.keras_model else f"{args.arch} (weights: {args.weights})"

@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 from edge_classify.runtime.errors import EdgeClassifyError, first_line
+from edge_classify.runtime.host.deps import install_hint
 
 from .weights import WeightsSpec, download
 
@@ -60,7 +61,7 @@ def import_tensorflow():
     except ImportError as exc:
         raise EdgeClassifyError(
             f"TensorFlow is not installed ({exc})",
-            hint="install the export extra: pip install 'edge-classify[export]'",
+            hint=f"install the export extra: {install_hint('export')}",
         ) from None
     return tf
 

@@ -17,14 +17,14 @@ import glob
 import logging
 import os
 import random
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge_classify.runtime.errors import EdgeClassifyError
+from edge_classify.runtime.apps.shell import Progress
+from edge_classify.runtime.errors import EXIT_USAGE, EdgeClassifyError
 from edge_classify.runtime.images import preprocess
 from edge_classify.runtime.images.files import images_in, is_image_name
 from edge_classify.runtime.model.contract import PreprocessSpec
@@ -60,31 +60,12 @@ def split(spec: str, max_images: int = DEFAULT_MAX_IMAGES, holdout_fraction: flo
         raise EdgeClassifyError(
             f"--calib {spec}: found {len(files)} image(s), need at least {MIN_IMAGES}",
             hint="point --calib at a folder or glob of real photos like the ones you will classify",
-            exit_code=2,
+            exit_code=EXIT_USAGE,
         )
     rng = random.Random(seed)
     chosen = rng.sample(files, min(max_images, len(files)))
     n_hold = max(2, int(round(len(chosen) * holdout_fraction)))
     return CalibrationSet(sorted(chosen[n_hold:]), sorted(chosen[:n_hold]), len(files))
-
-
-class _Bar:
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.label, self.enabled, self.n = total, label, enabled, 0
-        self.tty = enabled and sys.stderr.isatty()
-
-    def step(self) -> None:
-        self.n += 1
-        if not self.enabled:
-            return
-        if self.tty:
-            done = int(30 * self.n / self.total)
-            print(f"\r      {self.label} [{'#' * done}{'.' * (30 - done)}] {self.n}/{self.total}", end="",
-                  file=sys.stderr, flush=True)
-            if self.n == self.total:
-                print(file=sys.stderr)
-        elif self.n == self.total or self.n % max(1, self.total // 5) == 0:
-            print(f"      {self.label} {self.n}/{self.total}", file=sys.stderr, flush=True)
 
 
 def bias_kind(activations: str) -> str:
@@ -93,7 +74,7 @@ def bias_kind(activations: str) -> str:
 
 
 def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, input_name: str = "input",
-                 method: str = "minmax", activations: str = "s8", progress: bool = True) -> bytes:
+                 method: str = "minmax", activations: str = "s8", progress=None) -> bytes:
     """Static INT8 quantization (QDQ, per-channel weights) calibrated on ``images``."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -104,8 +85,9 @@ def onnx_to_int8(fp32_model: bytes, images: list[Path], spec: PreprocessSpec, in
     )
 
     if method not in METHODS:
-        raise EdgeClassifyError(f"unknown calibration method {method!r} (choose from {', '.join(METHODS)})", exit_code=2)
-    bar = _Bar(len(images), f"calibrating ({method})", progress)
+        raise EdgeClassifyError(f"unknown calibration method {method!r} (choose from {', '.join(METHODS)})", exit_code=EXIT_USAGE)
+    bar = progress or Progress("export-model", enabled=False)  # apps/shell.py: a bar under the stage
+    bar.count(len(images), f"calibrating ({method})")
 
     class Reader(CalibrationDataReader):
         # One image at a time through the runtime's preprocessing: the calibration

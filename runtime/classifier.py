@@ -19,7 +19,7 @@ import numpy as np
 from .engines.loader import LoadedModel, LoadReport, load
 from .engines.options import EngineOptions
 from .engines.runners import Runner
-from .errors import EdgeClassifyError, InputError
+from .errors import EXIT_USAGE, EdgeClassifyError, InputError
 from .host.facts import MachineFacts
 from .images import codec_messages, decode_pool, preprocess
 from .images.preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
@@ -183,9 +183,9 @@ class Classifier:
 
 def _check_sizes(batch_size: int, decode_threads: int | None) -> None:
     if batch_size < 1:
-        raise EdgeClassifyError("batch size must be at least 1", exit_code=2)
+        raise EdgeClassifyError("batch size must be at least 1", exit_code=EXIT_USAGE)
     if decode_threads is not None and decode_threads < 1:
-        raise EdgeClassifyError("decode threads must be at least 1", exit_code=2)
+        raise EdgeClassifyError("decode threads must be at least 1", exit_code=EXIT_USAGE)
 
 
 def _is_single(images) -> bool:

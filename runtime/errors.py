@@ -1,9 +1,9 @@
 """The one exception type for user-facing errors, and the exit codes it maps to.
 
 CLIs print ``error: <message>`` (and ``hint: <hint>``) and exit with ``exit_code``;
-no traceback is shown for these. Anything else escaping is a bug: ``report_internal_error``
-saves its traceback to a file and the CLI exits with ``EXIT_INTERNAL``, so a script can
-tell a crash from "some inputs failed".
+no traceback is shown for these. Anything else escaping is a bug: the shell
+(apps/shell.py) saves its traceback to a file and the CLI exits with ``EXIT_INTERNAL``, so
+a script can tell a crash from "some inputs failed".
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (`| head`): 128 + SIGPIPE,
 
 _INTERNAL = "internal error (a bug: the message says where the traceback was saved)"
 EXIT_CODES = {
-    "export-model": {EXIT_OK: "written", EXIT_USAGE: "usage", EXIT_MODEL: "weights or model error",
+    "export-model": {EXIT_OK: "written", EXIT_USAGE: "usage (incl. labels that do not fit the model)",
+                     EXIT_MODEL: "weights or model error (incl. missing custom code)",
                      EXIT_PARITY: "parity or agreement check failed (nothing written)", EXIT_INTERNAL: _INTERNAL,
                      EXIT_INTERRUPTED: "interrupted (nothing partial is left at the output path)"},
     "edge-classify": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some inputs failed", EXIT_USAGE: "usage",
@@ -47,8 +48,6 @@ def exit_codes_help(command: str) -> str:
 
     text = ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES[command].items())
     return textwrap.fill("exit codes: " + text, width=100, subsequent_indent="            ")
-
-REPORT_TO = "the edge-classify issue tracker (README: Reporting bugs)"
 
 
 class EdgeClassifyError(Exception):
@@ -74,24 +73,3 @@ class InputError(EdgeClassifyError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=EXIT_INPUTS_FAILED)
-
-
-def report_internal_error(prog: str, exc: BaseException, stream) -> int:
-    """Print a short message for an unexpected exception, save the traceback; return the exit code."""
-    import tempfile
-    import traceback
-
-    from . import __version__
-
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    where = "(could not be saved)"
-    try:
-        fd, where = tempfile.mkstemp(prefix=f"{prog}-crash-", suffix=".txt")
-        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(f"{prog} {__version__}\n{text}")
-    except OSError:
-        pass
-    print(f"{prog}: internal error: {type(exc).__name__}: {first_line(exc)}", file=stream)
-    print(f"{prog}: this is a bug in {prog} {__version__}, not a problem with your inputs; the traceback is in "
-          f"{where}: please attach it to a report on {REPORT_TO}", file=stream)
-    return EXIT_INTERNAL

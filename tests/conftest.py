@@ -173,11 +173,12 @@ def calib_dir(tmp_path_factory, photos) -> Path:
 def exported(standin, calib_dir, tmp_path_factory):
     """FP32 + FP16 + INT8 ONNX exports of the stand-in, made by the product's own export stage."""
     from edge_classify.export.pipeline import export_model
+    from edge_classify.export.request import ExportRequest
 
     _, weights = standin
     out = tmp_path_factory.mktemp("export") / "standin.onnx"
-    result = export_model(out, arch="resnet50", weights=str(weights), fp16=True, int8=True,
-                          calib=str(calib_dir), progress=False)
+    result = export_model(ExportRequest(out, arch="resnet50", weights=str(weights), fp16=True, int8=True,
+                                        calib=str(calib_dir)))
     return {f.precision: f.path for f in result.files}
 
 

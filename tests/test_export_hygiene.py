@@ -136,7 +136,7 @@ def test_int8_work_folder_carries_pid(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "TemporaryDirectory", temporary_directory)
     with pytest.raises(Stop):
-        quantize.onnx_to_int8(b"", [], PreprocessSpec.keras("caffe", (224, 224)), progress=False)
+        quantize.onnx_to_int8(b"", [], PreprocessSpec.keras("caffe", (224, 224)))
     assert prefixes == [f"edge-int8-{os.getpid()}-"]
     assert partials._PATTERNS[2][0].match(prefixes[0] + "abcd_123")
 
@@ -153,7 +153,7 @@ def test_quantizers_own_temporaries_nest_in_the_int8_folder(tmp_path, monkeypatc
         Path(dst).write_bytes(b"int8 model")
 
     monkeypatch.setattr(ortq, "quantize_static", fake_quantize_static)
-    got = quantize.onnx_to_int8(b"fp32 model", [], PreprocessSpec.keras("caffe", (224, 224)), progress=False)
+    got = quantize.onnx_to_int8(b"fp32 model", [], PreprocessSpec.keras("caffe", (224, 224)))
     assert got == b"int8 model"
     assert Path(seen["tmp"]).parent == tmp_path and Path(seen["tmp"]).name.startswith(f"edge-int8-{os.getpid()}-")
     assert tempfile.gettempdir() == str(tmp_path)  # restored

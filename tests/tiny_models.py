@@ -130,7 +130,7 @@ def _quantized(fp32: Path, path: Path, calibration: list | None, activations: st
     src = onnx.load(str(fp32))
     contract = ModelContract.from_metadata({p.key: p.value for p in src.metadata_props}, str(fp32))
     q = onnx.load_from_string(quantize.onnx_to_int8(src.SerializeToString(), list(calibration),
-                                                    contract.preprocess, activations=activations, progress=False))
+                                                    contract.preprocess, activations=activations))
     parity = {"quantization": {"format": "QDQ", "activations": activations, "bias": quantize.bias_kind(activations)}}
     attach_contract(q, dataclasses.replace(contract, model=dataclasses.replace(contract.model, precision="int8"),
                                            parity=parity))

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..engines.options import EngineOptions
-from ..errors import EdgeClassifyError
+from ..errors import EXIT_USAGE, EdgeClassifyError
 from ..host.deps import ray  # imported on use: the [ray] extra
 from ..results import Classification, Producer, row
 
@@ -131,11 +131,11 @@ class ResultsDir:
     def __init__(self, path: str | os.PathLike, fmt: str = "parquet"):
         if fmt not in FORMATS:
             raise EdgeClassifyError(f"unknown output format {fmt!r}", hint=f"choose one of {', '.join(FORMATS)}",
-                                    exit_code=2)
+                                    exit_code=EXIT_USAGE)
         self.path, self.fmt = Path(path), fmt
         if self.path.exists() and not self.path.is_dir():
             raise EdgeClassifyError(f"{self.path} exists and is not a folder",
-                                    hint="--out names a folder of result parts", exit_code=2)
+                                    hint="--out names a folder of result parts", exit_code=EXIT_USAGE)
         self.path.mkdir(parents=True, exist_ok=True)
         for stale in self.path.glob(".part-*.tmp"):  # a killed run's unfinished part: never counted
             stale.unlink(missing_ok=True)

@@ -16,9 +16,12 @@ import sys
 import time
 from typing import Callable
 
-from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EdgeClassifyError, exit_codes_help, report_internal_error
+from .. import __version__
+from ..errors import EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeClassifyError, exit_codes_help, first_line
 
-__all__ = ["run", "Progress", "exit_codes_help"]
+REPORT_TO = "the edge-classify issue tracker (README: Reporting bugs)"
+
+__all__ = ["run", "Progress", "exit_codes_help", "report_internal_error"]
 
 
 def run(prog: str, body: Callable[[], int], interrupted: str = "interrupted") -> int:
@@ -46,22 +49,49 @@ def run(prog: str, body: Callable[[], int], interrupted: str = "interrupted") ->
         return report_internal_error(prog, exc, sys.stderr)
 
 
+def report_internal_error(prog: str, exc: BaseException, stream) -> int:
+    """Print a short message for an unexpected exception, save the traceback; return the exit code."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = "(could not be saved)"
+    try:
+        fd, where = tempfile.mkstemp(prefix=f"{prog}-crash-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(f"{prog} {__version__}\n{text}")
+    except OSError:
+        pass
+    print(f"{prog}: internal error: {type(exc).__name__}: {first_line(exc)}", file=stream)
+    print(f"{prog}: this is a bug in {prog} {__version__}, not a problem with your inputs; the traceback is in "
+          f"{where}: please attach it to a report on {REPORT_TO}", file=stream)
+    return EXIT_INTERNAL
+
+
 class Progress:
     """Long work, reported on stderr (``enabled=False``: silent, timings still kept).
 
-    Stages: ``with progress.stage(name, detail):`` prints ``[i/n] name: detail ...`` and,
-    when the stage succeeds, ``done in 1.2 s``; ``say(line)`` prints a detail line under the
-    stage. Counted items: ``count(total)``, then ``step(failed)`` per item (a line every
-    ``10 s``, rewritten in place every 0.5 s on a terminal) and ``finish(...)``.
+    Stages: ``plan(names)``, then ``with progress.stage(name, detail):`` prints ``[i/n] name:
+    detail ...`` and, when the stage succeeds, ``done in 1.2 s``; ``say(line)`` prints a
+    detail line under the stage. Counted items: ``count(total, label)``, then ``step()`` per
+    item. With a label, a bar under the current stage (``calibrating [####....] 5/10``,
+    rewritten in place on a terminal, else a line per fifth); without, a whole run's rate
+    (``12/100 images, 0 failed, 3.1 img/s``: a line every 10 s, every 0.5 s in place on a
+    terminal) and ``finish(...)``'s summary.
     """
 
-    def __init__(self, prog: str, stages: list[str] | None = None, enabled: bool = True, stream=None):
-        self.prog, self.stages, self.enabled = prog, list(stages or []), enabled
+    def __init__(self, prog: str, enabled: bool = True, stream=None):
+        self.prog, self.enabled = prog, enabled
         self.stream = stream or sys.stderr
+        self.stages: list[str] = []
         self.timings: dict[str, float] = {}
         self.tty = enabled and self.stream.isatty()
         self.total = self.n = 0
+        self.label: str | None = None
         self.t0 = self.last = time.monotonic()
+
+    def plan(self, stages: list[str]) -> None:
+        self.stages = list(stages)
 
     # --- stages ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -82,14 +112,19 @@ class Progress:
             self._print(f"      {line}")
 
     # --- counted items ---------------------------------------------------------------
-    def count(self, total: int) -> None:
-        self.total, self.n = total, 0
+    def count(self, total: int, label: str | None = None) -> None:
+        self.total, self.n, self.label = total, 0, label
         self.t0 = self.last = time.monotonic()
 
-    def step(self, failed: int) -> None:
+    def step(self, failed: int = 0) -> None:
         self.n += 1
+        if not self.enabled:
+            return
+        if self.label is not None:
+            self._bar()
+            return
         now = time.monotonic()
-        if not self.enabled or now - self.last < (0.5 if self.tty else 10.0):
+        if now - self.last < (0.5 if self.tty else 10.0):
             return
         self.last = now
         rate = self.n / max(now - self.t0, 1e-9)
@@ -104,6 +139,16 @@ class Progress:
         secs = time.monotonic() - self.t0
         self._print(f"{self.prog}: classified {done - failed}, failed {failed}, skipped {skipped} (already done) "
                     f"in {secs:.1f} s ({done / max(secs, 1e-9):.1f} img/s)")
+
+    def _bar(self) -> None:
+        if self.tty:
+            done = int(30 * self.n / self.total)
+            print(f"\r      {self.label} [{'#' * done}{'.' * (30 - done)}] {self.n}/{self.total}", end="",
+                  file=self.stream, flush=True)
+            if self.n == self.total:
+                print(file=self.stream)
+        elif self.n == self.total or self.n % max(1, self.total // 5) == 0:
+            self._print(f"      {self.label} {self.n}/{self.total}")
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream, flush=True)

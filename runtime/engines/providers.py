@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EdgeClassifyError
+from ..errors import EXIT_USAGE, EdgeClassifyError
+from ..host.deps import install_hint
 
 ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -104,16 +105,16 @@ def plan_providers(requested: str, available: list[str], trt_options: dict | Non
     requested = (requested or "auto").lower()
     if requested not in CHOICES:
         raise EdgeClassifyError(
-            f"unknown provider {requested!r}", hint=f"choose one of: {', '.join(CHOICES)}", exit_code=2
+            f"unknown provider {requested!r}", hint=f"choose one of: {', '.join(CHOICES)}", exit_code=EXIT_USAGE
         )
     avail_short = [SHORT[p] for p in available if p in SHORT]
     if requested != "auto" and requested not in avail_short:
         raise EdgeClassifyError(
             f"provider {requested!r} ({ALIASES[requested]}) is not available in this onnxruntime build",
             hint=f"available: {', '.join(avail_short) or 'none'}"
-            + {"cpu": "", "openvino": "; for ONNX Runtime's OpenVINO provider install edge-classify[ort-openvino] instead of "
+            + {"cpu": "", "openvino": f"; for ONNX Runtime's OpenVINO provider: {install_hint('ort-openvino')} instead of "
                             "[cpu], or use the OpenVINO runtime: --engine openvino (extra [openvino])"}.get(
-                requested, "; for CUDA/TensorRT install edge-classify[gpu] (or the Jetson wheel)"),
+                requested, f"; for CUDA/TensorRT: {install_hint('gpu')} (or the Jetson wheel)"),
         )
     # The chain starts at the requested provider (all of AUTO_ORDER for auto); providers in
     # AUTO_SKIPS join it only when they are the one requested.
