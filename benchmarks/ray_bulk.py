@@ -73,13 +73,16 @@ def _driver_write_rate(n: int = 20000) -> float:
     """Rows/s the driver writes to a Parquet part (top-5 rows): the serial step of edge-classify-bulk."""
     from edge_classify.runtime.apps import ray_bulk
 
-    cols = {"path": [f"/archive/{i:07d}.jpg" for i in range(n)], "model_sha256": ["0" * 64] * n,
-            "precision": ["fp32"] * n, "indices": [[1, 2, 3, 4, 5]] * n, "labels": [["a", "b", "c", "d", "e"]] * n,
-            "probabilities": [[0.5, 0.2, 0.1, 0.1, 0.1]] * n, "error": [None] * n}
+    from edge_classify.runtime.results import Classification, Prediction, Producer, row
+
+    producer = Producer("0" * 64, "fp32", "fp32", "onnxruntime", "CPUExecutionProvider")
+    top5 = [Prediction(i, None, label, p) for i, label, p in zip(range(1, 6), "abcde", (0.5, 0.2, 0.1, 0.1, 0.1))]
+    timings = {"decode": 1.0, "normalize": 0.1, "inference": 10.0, "batch": 16}
+    rows = [row(Classification(f"/archive/{i:07d}.jpg", top5, timings_ms=timings), producer) for i in range(n)]
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-write-"))
     try:
         t0 = time.perf_counter()
-        ray_bulk.ResultsDir(folder).write(cols)
+        ray_bulk.ResultsDir(folder).write(rows)
         return n / (time.perf_counter() - t0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -133,7 +133,7 @@ def edge(spec: dict) -> System:
 
     s = System(spec["name"], "edge", precision, clf.run, info=info, prepare=prepare)
     s.notes.append(f"{info['engine']} on {info['device']}, computes {precision}, cache {info['cache']}")
-    s.notes += status + report.warnings + report.notes
+    s.notes += status + [w for w in (report.cache_warning, report.provider_warning) if w] + report.notes
     return s
 
 

@@ -11,7 +11,7 @@ and its stage in the pipeline (``pipeline._STAGES``). Gates compare probabilitie
   runtime, must match Keras' own prediction within ``atol`` and keep ``require``
   (``topk``: every top-5 identical up to ties within atol; ``top1``).
 * against **FP32** (``reference="fp32"``): top-1 agreement on held-out photos must reach
-  the agreement bar (``--min-agreement``; BF16 never below ``engines.BF16_BAR``).
+  the agreement bar (``--min-agreement``; BF16 never below ``policy.BF16_BAR``).
 
 FP32: ONNX Runtime and TensorFlow differ only in float rounding (measured ~5e-7 on
 ResNet50), so 1e-4 leaves room for other CPUs' kernels. FP16: half-precision weights move

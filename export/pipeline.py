@@ -196,9 +196,10 @@ class _Export:
             self.labels_flag = f"--labels-from-dir {req.labels_from_dir}"
         self.wspec = resolve(req.weights, req.arch, req.seed) if self.user_path is None else None
         wants_int8, wants_bf16 = req.wants(FORMATS["int8"]), req.wants(FORMATS["bf16"])
-        if wants_int8 and not req.calib:
-            raise EdgeClassifyError("INT8 needs calibration images: pass --calib DIR or --calib 'GLOB'",
-                                    exit_code=EXIT_USAGE)
+        uncalibrated = [f.name.upper() for f in FORMATS.values() if f.needs_calibration and req.wants(f)]
+        if uncalibrated and not req.calib:
+            raise EdgeClassifyError(f"{' and '.join(uncalibrated)} needs calibration images: pass --calib DIR or "
+                                    "--calib 'GLOB'", exit_code=EXIT_USAGE)
         self.calib_set = quantize.split(req.calib, req.calib_max) if req.calib and (wants_int8 or req.bf16) else None
         self.bf16_ok, self.bf16_why = choose_precision.bf16_support(self.facts) if wants_bf16 else (False, "")
         # --bf16 without native BF16: OpenVINO may still emulate it (AVX-512); measured and

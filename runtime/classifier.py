@@ -92,7 +92,8 @@ class Classifier:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Model input tensor (N, ...) -> probabilities (N, classes), whatever N is."""
         m = self.contract.model
-        outs = [self.runner.run(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
+        step = m.batch or self.batch_size  # a static-batch graph: its own batch (the runner pads the last)
+        outs = [self.runner.run(batch[i : i + step]) for i in range(0, len(batch), step)]
         out = np.concatenate(outs) if outs else np.zeros((0, m.width), np.float32)
         return heads.probabilities(out, m.head, m.output)
 

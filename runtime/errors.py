@@ -26,7 +26,8 @@ EXIT_CODES = {
     "export-model": {EXIT_OK: "written", EXIT_USAGE: "usage (incl. labels that do not fit the model)",
                      EXIT_MODEL: "weights or model error (incl. missing custom code)",
                      EXIT_PARITY: "parity or agreement check failed (nothing written)", EXIT_INTERNAL: _INTERNAL,
-                     EXIT_INTERRUPTED: "interrupted (nothing partial is left at the output path)"},
+                     EXIT_INTERRUPTED: "interrupted (nothing partial is left at the output path)",
+                     EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-classify": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some inputs failed", EXIT_USAGE: "usage",
                       EXIT_MODEL: "model or provider error", EXIT_INTERNAL: _INTERNAL,
                       EXIT_OUTPUT: "cannot write --output (the rows so far are kept: --resume later)",
@@ -34,11 +35,12 @@ EXIT_CODES = {
                       EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-classify-bulk": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some images failed (their rows say why)",
                            EXIT_USAGE: "usage", EXIT_MODEL: "model error", EXIT_INTERNAL: _INTERNAL,
-                           EXIT_INTERRUPTED: "interrupted (finished parts are kept: run again to resume)"},
+                           EXIT_INTERRUPTED: "interrupted (finished parts are kept: run again to resume)",
+                           EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-doctor": {EXIT_OK: "nothing failed (warnings and notes do not fail)",
                     EXIT_INPUTS_FAILED: "something failed (each failure has a fix: line)", EXIT_USAGE: "usage",
                     EXIT_INTERNAL: _INTERNAL,
-                    EXIT_INTERRUPTED: "interrupted"},
+                    EXIT_INTERRUPTED: "interrupted", EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
 }
 
 

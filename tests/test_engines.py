@@ -467,3 +467,32 @@ def test_cli_reports_the_engine_and_precision(tiny, photos, capsys):
     assert "on openvino (CPU), computing in fp32" in err
     rc = main(["--model", str(tiny), "--engine", "openvino", "--provider", "cuda", str(photos[0])])
     assert rc == 2 and "ONNX Runtime provider" in capsys.readouterr().err
+
+
+# --- loading apart from running ----------------------------------------------------------
+def test_a_classifier_over_a_loaded_model_or_runner_classifies_the_same(tiny, photos):
+    from edge_classify.runtime.engines.loader import load
+
+    want = Classifier(tiny, EngineOptions(providers="cpu")).predict(photos)
+    loaded = load(tiny, EngineOptions(providers="cpu"))
+    assert loaded.report.engine_choice.engine == "onnxruntime" and loaded.report.provider_plan.names == [
+        "CPUExecutionProvider"]
+    assert np.array_equal(Classifier.from_loaded(loaded, batch_size=3).predict(photos), want)
+    again = load(tiny, EngineOptions(engine="openvino"))
+    assert again.report.provider_plan is None  # no ONNX Runtime plan on the OpenVINO engine
+    clf = Classifier.from_runner(again.runner, again.contract)
+    assert clf.runner.provider == "OpenVINO CPU" and clf.report.engine_choice.engine == "openvino"
+    assert np.array_equal(clf.predict(photos), Classifier(tiny, EngineOptions(engine="openvino")).predict(photos))
+
+
+def test_a_static_batch_graph_runs_once_per_batch_of_its_own_size(tmp_path, photos):
+    """batch_size 1 on a graph fixed at 4: whole batches of 4 (the last padded), as many runs as
+    that takes, and the same probabilities as the dynamic graph."""
+    static = Classifier(tiny_models.make(tmp_path / "s.onnx", batch=4), EngineOptions(providers="cpu"), batch_size=1)
+    calls = []
+    real = static.runner._run
+    static.runner._run = lambda x: calls.append(len(x)) or real(x)
+    got = static.predict(photos[:6])
+    assert calls == [4, 4]
+    want = Classifier(tiny_models.make(tmp_path / "d.onnx"), EngineOptions(providers="cpu")).predict(photos[:6])
+    assert np.allclose(got, want, atol=1e-6)

@@ -16,7 +16,7 @@ import pytest
 import tiny_models
 from edge_classify.runtime import Classifier, EngineOptions, TensorRTOptions
 from edge_classify.runtime.engines.providers import unusable_gpu_providers
-from edge_classify.runtime.host import deps
+from edge_classify.runtime.host import gpu
 
 ort = pytest.importorskip("onnxruntime")
 LISTED = ort.get_available_providers()
@@ -30,7 +30,7 @@ ATOL = {("cuda", "fp32"): 1e-4, ("cuda", "fp16"): 5e-3, ("cuda", "int8"): 5e-2,
 def _skip_reason(name: str) -> str | None:
     if name not in LISTED:
         return f"{name} is not in this onnxruntime build"
-    why = unusable_gpu_providers([name], deps.nvidia_gpu_device(), deps.provider_library_error).get(name)
+    why = unusable_gpu_providers([name], gpu.nvidia_gpu_device(), gpu.provider_library_error).get(name)
     return f"{name}: {why}" if why else None
 
 

@@ -252,7 +252,7 @@ def test_planted_cache_entries_are_never_served(photos, tmp_path, monkeypatch):
     real_uid = os.geteuid()
     monkeypatch.setattr(os, "geteuid", lambda: 4242)
     clf = Classifier(real, EngineOptions(providers="cpu"))  # the directory itself is now "someone else's"
-    assert clf.report.cache_status == "off" and "owned by uid" in " ".join(clf.report.warnings)
+    assert clf.report.cache_status == "off" and "owned by uid" in clf.report.cache_warning
     assert np.array_equal(clf.predict(photos[:6]), want)
     monkeypatch.setattr(os, "geteuid", lambda: real_uid)
     if real_uid == 0:  # as root the entry can really belong to another user
@@ -281,7 +281,7 @@ def test_cache_directory_is_private_and_refused_when_others_can_write(photos, tm
     _plant(real, evil).chmod(0o600)  # looks like ours, but the directory was open to everyone
     d.chmod(0o777)
     clf = Classifier(real, EngineOptions(providers="cpu"))
-    assert clf.report.cache_status == "off" and "writable by others" in " ".join(clf.report.warnings)
+    assert clf.report.cache_status == "off" and "writable by others" in clf.report.cache_warning
     monkeypatch.setenv("EDGE_CLASSIFY_NO_CACHE", "1")
     assert np.array_equal(clf.predict(photos[:4]), _predict(real, photos[:4]))
 

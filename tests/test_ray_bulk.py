@@ -164,3 +164,17 @@ def test_usage_errors_exit_2(tmp_path):
     assert main([str(tmp_path), "--out", str(tmp_path / "file"), "--model", str(model)]) == 2
     assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none.onnx")]) == 3
 
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_a_name_that_is_not_utf8_is_done_once(tmp_path, fmt):
+    """Rows show such a name with U+FFFD and keep its bytes in path_base64; a rerun matches the
+    source by those bytes, so it is not classified (or reported missing) again."""
+    from edge_classify.runtime.results import Producer
+
+    name = os.fsdecode(b"/x/caf\xe9.jpg")  # Latin-1 bytes, as an old camera card writes them
+    out = ray_bulk.ResultsDir(tmp_path / "r", fmt)
+    out.write(ray_bulk.failed_rows([name], "no such file", Producer("a", "fp32", "fp32", "onnxruntime", "cpu")))
+    (row,) = ray_bulk.ResultsDir(tmp_path / "r", fmt).rows()
+    assert row["path"] == "/x/caf\ufffd.jpg" and "path_base64" in row
+    assert ray_bulk.ResultsDir(tmp_path / "r", fmt).done("a") == {name: True}

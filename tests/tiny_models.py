@@ -18,7 +18,7 @@ import numpy as np
 def make(path: Path, *, classes: int = 5, seed: int = 0, nan_for_dark: bool = False, input_name: str = "input",
          graph_input_size=(224, 224), contract_input_size=(224, 224), labels: int | None = None,
          contract_input_name: str | None = None, output_name: str = "probabilities",
-         parity: dict | None = None) -> Path:
+         parity: dict | None = None, batch: int | None = None) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -41,14 +41,14 @@ def make(path: Path, *, classes: int = 5, seed: int = 0, nan_for_dark: bool = Fa
     ]
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", h, wd, 3])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch or "batch", h, wd, 3])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch or "batch", classes])],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     n_labels = classes if labels is None else labels
     label_set = LabelSet(tuple(f"class_{i}" for i in range(n_labels)), (None,) * n_labels, "tiny")
-    info = ModelInfo("tiny", "fp32", contract_input_name or input_name, output_name, "probabilities", n_labels, None)
+    info = ModelInfo("tiny", "fp32", contract_input_name or input_name, output_name, "probabilities", n_labels, batch)
     contract = ModelContract(PreprocessSpec.keras("caffe", contract_input_size), label_set, info,
                              {"weights": {"origin": "file"}}, parity)
     attach_contract(model, contract)

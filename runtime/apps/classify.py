@@ -294,8 +294,9 @@ def _render_report(clf, model, auto: bool, info, warn) -> None:
         info(f"engine: {report.engine_choice.engine} ({report.engine_choice.reason})")
     if report.cache_status == "stored":
         info("saved the optimised graph for this CPU; later runs start faster")
-    for line in report.warnings:
-        warn(line)
+    for line in (report.cache_warning, report.provider_warning):
+        if line:
+            warn(line)
     for line in report.notes:
         info(line)
 

@@ -445,7 +445,7 @@ def placement_facts(path: Path, requested: str) -> dict:
         return out
     plan, report, runner = loaded.report.provider_plan, loaded.report, loaded.runner
     out.update(plan=plan.names, skipped=dict(plan.skipped), used=runner.provider, precision=runner.precision,
-               warning="; ".join(report.warnings) or None, note="; ".join(report.notes) or None)
+               warning=report.provider_warning, note="; ".join(report.notes) or None)
     m, pre = loaded.contract.model, loaded.contract.preprocess
     shape = pre.input_shape(m.batch or 1)
     runner.close()  # one session at a time: a GPU may not hold two

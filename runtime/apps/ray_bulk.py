@@ -22,6 +22,7 @@ Ray is imported only here and only when used (the ``[ray]`` extra); nothing impo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -151,14 +152,18 @@ class ResultsDir:
             if part.suffix == ".parquet":
                 import pyarrow.parquet as pq
 
-                out.extend(batch_rows(pq.read_table(part, columns=columns)))
+                have = pq.read_schema(part).names  # parts written before a column existed lack it
+                out.extend(batch_rows(pq.read_table(part, columns=[c for c in columns if c in have]
+                                                    if columns else None)))
             else:
                 out.extend(json.loads(line) for line in part.read_text("utf-8").splitlines() if line.strip())
         return out
 
     def done(self, model_sha256: str) -> dict[str, bool]:
-        """Paths that already have a row made by this model -> whether that row is a failure."""
-        return {r["path"]: r.get("error") is not None for r in self.rows(["path", "model_sha256", "error"])
+        """Paths that already have a row made by this model -> whether that row is a failure.
+        A name that is not UTF-8 is matched by its exact bytes (``path_base64``), as sources are."""
+        return {_source_path(r): r.get("error") is not None
+                for r in self.rows(["path", "path_base64", "model_sha256", "error"])
                 if r.get("model_sha256") == model_sha256}
 
     def write(self, rows: list[dict]) -> Path | None:
@@ -180,6 +185,11 @@ class ResultsDir:
             os.fsync(f.fileno())
         os.replace(tmp, final)  # whole part or nothing
         return final
+
+
+def _source_path(r: dict) -> str:
+    raw = r.get("path_base64")
+    return os.fsdecode(base64.b64decode(raw)) if raw else r["path"]
 
 
 def absolute_paths(paths: Iterable[str]) -> list[str]:

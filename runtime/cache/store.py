@@ -35,7 +35,7 @@ Only for CPU-only sessions: GPU providers optimise differently.
 
 The same folder, under the same rules, holds OpenVINO's compiled blobs (``.ovblob``,
 ``openvino_runner.py``) and the engine choices measured per model (``.engine`` records,
-``engines.py``), small records that are capped by count like the digest memos.
+``engines/policy.py``), small records that are capped by count like the digest memos.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ class LoadReport:
 
     engine_choice: policy.EngineChoice
     precision_reason: str = ""
-    warnings: list[str] = field(default_factory=list)  # the user should act or know: a refused cache, a fallback
+    cache_warning: str | None = None  # why the per-machine cache was not used
+    provider_warning: str | None = None  # ONNX Runtime did not run where planned: dropped, fell back, TensorRT skipped
     notes: list[str] = field(default_factory=list)  # informational: GPU providers `auto` left out here, and why
     provider_plan: ProviderPlan | None = None  # ONNX Runtime's providers, as planned (None on OpenVINO)
     cache_status: str = "off"  # "hit" | "stored" | "off": the compiled-model cache, for this load
@@ -84,6 +85,7 @@ class _Load:
                                         hint="run `export-model` to create it (or pass --model PATH to an exported .onnx)")
         self.runner = None
         self.cache = None
+        self.trt_skipped = None
 
     def run(self) -> LoadedModel:
         stat = None
@@ -120,7 +122,11 @@ class _Load:
         finally:
             if self.cache is not None:
                 self.cache.close()
-        self.report.warnings += self.runner.notes
+        # One provider warning, the most telling: a provider ONNX Runtime dropped, else a session
+        # that fell back, else TensorRT left out for this model.
+        self.report.provider_warning = next(iter(self.runner.notes + [w for w in [self.trt_skipped] if w]), None)
+        if self.runner.engine != "onnxruntime":
+            self.report.provider_plan = None  # `auto` measured both engines and chose OpenVINO
         status = self.runner.cache_status
         self.report.cache_status = "off" if status in ("miss", "pending") else status
         return LoadedModel(self.contract, self.runner, self.sha256, self.path, self.report)
@@ -136,7 +142,7 @@ class _Load:
         try:
             return store.CacheDir()
         except store.Refused as exc:
-            self.report.warnings.append(f"optimised-graph cache not used: {exc}")
+            self.report.cache_warning = f"optimised-graph cache not used: {exc}"
             return None
 
     # --- machine facts ---------------------------------------------------------------
@@ -198,7 +204,7 @@ class _Load:
             m, pre = self.contract.model, self.contract.preprocess
             skipped = tensorrt.check_allowed(plan.requested, m.precision, self.contract.parity)
             if skipped:
-                self.report.warnings.append(f"TensorRT skipped: {skipped}")
+                self.trt_skipped = f"TensorRT skipped: {skipped}"
                 available = [p for p in available if p != "TensorrtExecutionProvider"]
                 plan = plan_providers(self.opt.providers, available, unusable=unusable)
             else:

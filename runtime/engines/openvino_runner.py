@@ -2,7 +2,7 @@
 
 * **Precision is explicit.** On CPUs with AMX or AVX512-BF16, OpenVINO lowers an FP32 (or
   FP16) model to bf16 unless told otherwise. Here ``INFERENCE_PRECISION_HINT`` is always
-  set: ``f32`` unless BF16 was chosen on evidence (``engines.compute_precision``), and the
+  set: ``f32`` unless BF16 was chosen on evidence (``policy.compute_precision``), and the
   precision the compiled model reports back is what ``precision`` says
   (``computed_precision``). Told bf16, OpenVINO 2026.4 computes f32 on an AVX2 CPU, emulated
   bf16 on an AVX-512 CPU without native BF16, and bf16 on AMX / AVX512-BF16.
@@ -11,7 +11,7 @@
   168.5 ms), so each batch size gets its own compiled model, made when first needed; the
   two most recent are kept. A short final batch is padded up to a compiled size when that
   costs at most half the batch.
-* **Compiled blobs are cached like ONNX Runtime's graphs** (``session_cache``): keyed by the
+* **Compiled blobs are cached like ONNX Runtime's graphs** (``cache/store.py``): keyed by the
   model's sha256, OpenVINO's version, the device, the configuration, the batch size and
   the CPU, stored only after the model passed its checks. Measured on ResNet50 INT8: read
   and compile 0.30 s, import of the cached blob 0.07 s (FP32: 0.24 vs 0.16 s). OpenVINO's
@@ -137,7 +137,7 @@ class OpenVinoRunner(BaseRunner):
     # --- loading ---------------------------------------------------------------------
     @contextlib.contextmanager
     def _cache_open(self):
-        """``self._cache`` usable inside: the loader's handle while it is open (the Classifier
+        """``self._cache`` usable inside: the loader's handle while it is open (the loader
         closes it once loaded), else a fresh one for sizes compiled later."""
         loader = self._cache
         if self._cache_path is None or (loader is not None and loader.fd >= 0):

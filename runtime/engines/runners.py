@@ -34,7 +34,7 @@ BF16_EMULATED = "bf16 (emulated)"
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A graph input or output as ``model_check`` reads it (ONNX Runtime's ``NodeArg`` shape)."""
+    """A graph input or output as ``model/checks.py`` reads it (ONNX Runtime's ``NodeArg`` shape)."""
 
     name: str
     shape: list  # ints for fixed dimensions, None for dynamic ones

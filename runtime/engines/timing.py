@@ -1,5 +1,5 @@
 """The alternating timing loop behind every speed comparison: the engine choice
-(``engines.measure``), export's ``--precision auto`` and the benchmarks."""
+(``policy.measure``), export's ``--precision auto`` and the benchmarks."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 The loader (engines/loader.py) and the export ask it which engines are installed, which
 providers ONNX Runtime lists, whether an NVIDIA GPU is present and its provider libraries
 load, and whether OpenVINO finds native BF16. A fact left as ``PROBE`` is asked of the
-machine when first needed, so an ONNX Runtime run never imports OpenVINO; each probe runs
-once per process. Tests state the machine they mean: ``MachineFacts(engines=("onnxruntime",),
+machine when first needed, so an ONNX Runtime run never imports OpenVINO; the probes that
+cost (a dlopen, nvidia-smi, OpenVINO's capabilities) run once per process, the others
+(an import lookup, ONNX Runtime's provider list) are cheap and asked as needed. Tests state the machine they mean: ``MachineFacts(engines=("onnxruntime",),
 native_bf16=True)``.
 """
 
