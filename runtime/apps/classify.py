@@ -113,24 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
+def _number(cast, kind: str, ok, bound: str):
+    """An argparse type: ``cast`` the text, refuse what ``ok`` refuses (saying ``bound``)."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} {bound}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+_probability = _number(float, "a number", lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
+_positive_int = _number(int, "an integer", lambda v: v >= 1, "must be at least 1")
 
 
 def _count(suffixes: dict):

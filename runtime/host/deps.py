@@ -49,21 +49,21 @@ def cv2():
     return _cv2
 
 
-def onnxruntime():
+def _optional(module: str, what: str, hint: str):
+    import importlib
+
     try:
-        import onnxruntime as _ort
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise EdgeClassifyError(f"ONNX Runtime is not installed ({exc})", hint=_INSTALL_HINT) from None
-    return _ort
+        raise EdgeClassifyError(f"{what} is not installed ({exc})", hint=hint) from None
+
+
+def onnxruntime():
+    return _optional("onnxruntime", "ONNX Runtime", _INSTALL_HINT)
 
 
 def openvino():
-    try:
-        import openvino as _ov
-    except ImportError as exc:
-        raise EdgeClassifyError(f"OpenVINO is not installed ({exc})",
-                                hint=f"{install_hint('openvino')} (installs beside onnxruntime)") from None
-    return _ov
+    return _optional("openvino", "OpenVINO", f"{install_hint('openvino')} (installs beside onnxruntime)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,9 +74,4 @@ def openvino_core():
 
 
 def ray():
-    try:
-        import ray as _ray
-    except ImportError as exc:
-        raise EdgeClassifyError(f"Ray is not installed ({exc})",
-                                hint=f"{install_hint('ray')} (Ray Data and pyarrow)") from None
-    return _ray
+    return _optional("ray", "Ray", f"{install_hint('ray')} (Ray Data and pyarrow)")
