@@ -150,21 +150,25 @@ class Classifier:
                 t_norm, t_inf = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
             rows = iter(probs if probs is not None else ())
             for it in items:
-                err = it.error
-                if err is None:
-                    p = next(rows)
-                    if not np.isfinite(p).all():  # a NaN makes the ranking meaningless: per image
-                        err = "the model produced non-finite scores (NaN or infinity) for this image"
-                if err is not None:
-                    if errors == "raise":
-                        raise InputError(f"{it.source}: {err}")
-                    yield Classification(it.source, error=err, notes=it.notes)
-                    continue
-                yield Classification(
-                    it.source, self._top(p, top_k), **self._multi_label(p),
-                    timings_ms={"decode": round(it.decode_ms, 3), "normalize": round(t_norm, 3),
-                                "inference": round(t_inf, 3), "batch": len(good)},
-                    notes=it.notes)
+                res = Classification(it.source, error=it.error, notes=it.notes) if it.error is not None else \
+                    self.classification(it.source, next(rows), top_k, notes=it.notes, timings_ms={
+                        "decode": round(it.decode_ms, 3), "normalize": round(t_norm, 3),
+                        "inference": round(t_inf, 3), "batch": len(good)})
+                if res.error is not None and errors == "raise":
+                    raise InputError(f"{res.source}: {res.error}")
+                yield res
+
+    def classification(self, source: str, p: np.ndarray, top_k: int, *, timings_ms: dict | None = None,
+                       notes: list[str] | None = None) -> Classification:
+        """One image's probabilities (a row of ``run``'s output) -> its ``Classification``: the
+        top ``top_k`` and, for a multi-label model, every label against the threshold. Whoever
+        ran the batch (this class, a server's batcher) names the image by ``source``."""
+        if not np.isfinite(p).all():  # a NaN makes the ranking meaningless: per image
+            return Classification(source, error="the model produced non-finite scores (NaN or infinity) for this "
+                                                 "image", notes=list(notes or ()))
+        top_k = max(1, min(top_k, len(self.labels)))
+        return Classification(source, self._top(p, top_k), **self._multi_label(p), timings_ms=dict(timings_ms or {}),
+                              notes=list(notes or ()))
 
     def _multi_label(self, p: np.ndarray) -> dict:
         if self.threshold is None:

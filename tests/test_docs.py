@@ -20,6 +20,7 @@ COMMANDS = {
     "edge-classify": ("edge_classify.runtime.apps.classify", ["### edge-classify"]),
     "edge-classify-bulk": ("edge_classify.runtime.apps.bulk", ["### Many machines: `edge-classify-bulk` on Ray Data"]),
     "edge-doctor": ("edge_classify.runtime.apps.doctor", ["## Is this device ready? `edge-doctor`"]),
+    "edge-serve": ("edge_classify.runtime.apps.serve", ["### A service: `edge-serve`"]),
     "edge-bench": ("edge_classify.benchmarks.run", ["## Performance"]),
 }
 

@@ -17,7 +17,7 @@ from ..cache.paths import default_model_path
 from ..engines.providers import default_trt_cache_dir
 from ..errors import EXIT_INPUTS_FAILED, EXIT_OK, EXIT_USAGE, EdgeClassifyError, exit_codes_help
 from ..images.files import expand_inputs
-from . import shell
+from . import flags, shell
 
 EPILOG = """\
 examples:
@@ -40,8 +40,6 @@ examples:
 """ + exit_codes_help("edge-classify") + "\n"
 
 FPS_REPORT_EVERY_S = 2.0  # videos and streams: a rolling-FPS line on stderr this often (not with -q)
-_SUFFIX = {"K": 10**3, "M": 10**6, "G": 10**9}
-_BYTE_SUFFIX = {"K": 2**10, "M": 2**20, "G": 2**30}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,18 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "GStreamer pipelines are classified frame by frame")
     p.add_argument("--model", "-m", type=Path, default=None,
                    help=f"exported .onnx model (default: {default_model_path()}; EDGE_CLASSIFY_HOME moves it)")
-    p.add_argument("--top-k", "-k", type=_positive_int, default=3, help="predictions per image (default: 3)")
+    p.add_argument("--top-k", "-k", type=flags.positive_int, default=3, help="predictions per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout")
     p.add_argument("--camera", type=int, action="append", default=None, metavar="N",
                    help="classify camera N (V4L2 index) frame by frame; repeatable")
-    p.add_argument("--every", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--every", type=flags.positive_int, default=1, metavar="N",
                    help="videos and streams: classify every Nth frame (default: every frame)")
     p.add_argument("--save", type=Path, default=None, metavar="PATH",
                    help="with one video or stream: write an annotated copy (.mp4/.avi video, or .jpg/.png: "
                         "the last frame) with the top-k drawn on each frame")
     p.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
                    help="live streams: how long to keep reconnecting a lost stream before giving up (exit 75)")
-    p.add_argument("--threshold", type=_probability, default=None, metavar="P",
+    p.add_argument("--threshold", type=flags.probability, default=None, metavar="P",
                    help="multi-label models: print every label scoring above P (default: the model's, 0.5); "
                         "JSON rows carry every label's score either way")
     p.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
@@ -75,80 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "only); refuses a FILE that already holds results unless --resume")
     p.add_argument("--resume", action="store_true",
                    help="with --output: skip inputs that FILE already has a row for (made by this model)")
-    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
-                   help="inference engine; auto: ONNX Runtime on a GPU, else whichever installed engine was "
-                        "measured faster for this model on this CPU (its first runs measure; remembered); runs of up to "
-                        "16 images take ONNX Runtime, which starts leaner (default: auto)")
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt", "openvino"],
-                   help="ONNX Runtime execution provider (implies --engine onnxruntime when not auto); auto "
-                        "prefers tensorrt, then cuda, then cpu; openvino (the EP) only when named (default: auto)")
-    p.add_argument("--device", default=None, metavar="NAME",
-                   help="OpenVINO device: CPU, GPU, NPU or AUTO (implies --engine openvino; default: CPU)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="arithmetic for an FP32 model: bf16 runs on the openvino engine on CPUs with native BF16; "
-                        "auto uses BF16 only when the model's export measured its fidelity and it passed; "
-                        "fp32 never lowers (default: auto)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: the engine's)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per inference batch (default: 8)")
-    p.add_argument("--exif-orientation", action="store_true",
-                   help="rotate photos by their EXIF orientation tag (Keras ignores it; so do we by default)")
-    p.add_argument("--16bit", dest="sixteen_bit", choices=["scale", "clip"], default="scale",
-                   help="16-bit grayscale images: scale to 8 bits (default) or clip at 255 like Keras/PIL")
-    p.add_argument("--max-pixels", type=_count(_SUFFIX), default=None, metavar="N",
-                   help="refuse images whose header declares more pixels (default: 89.5M, Pillow's bomb limit; "
-                        "K/M/G suffixes)")
-    p.add_argument("--max-file-size", type=_count(_BYTE_SUFFIX), default=None, metavar="SIZE",
-                   help="refuse larger files (default: 256M; K/M/G suffixes are binary)")
-    p.add_argument("--allow-corrupt", action="store_true",
-                   help="classify images the decoder reports as corrupt (partly decoded), with a warning, "
-                        "instead of refusing them")
-    p.add_argument("--trt-cache", type=Path, default=None,
-                   help=f"TensorRT engine cache directory (default: {default_trt_cache_dir()})")
+    flags.add_engine_flags(p)
+    p.add_argument("--batch-size", type=flags.positive_int, default=8, help="images per inference batch (default: 8)")
+    flags.add_decode_flags(p)
     p.add_argument("--warmup", action="store_true",
                    help="load the model and run blank batches before any input: builds and caches the TensorRT "
                         "engine ahead of deployment (minutes, once); alone, exits 0 when done")
-    p.add_argument("--trt-fp32", action="store_true", help="keep TensorRT in FP32 (default: FP16 enabled)")
     p.add_argument("--quiet", "-q", action="store_true", help="no informational lines on stderr")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
-
-
-def _number(cast, kind: str, ok, bound: str):
-    """An argparse type: ``cast`` the text, refuse what ``ok`` refuses (saying ``bound``)."""
-
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"{text} {bound}")
-        return value
-
-    return parse
-
-
-_probability = _number(float, "a number", lambda v: 0.0 <= v <= 1.0, "is not between 0 and 1")
-_positive_int = _number(int, "an integer", lambda v: v >= 1, "must be at least 1")
-
-
-def _count(suffixes: dict):
-    """``100M``, ``1.5G``, ``89478485``, ``256MB`` -> int (suffix multipliers from ``suffixes``)."""
-
-    def parse(text: str) -> int:
-        t = text.strip().upper()
-        if len(t) > 1 and t.endswith("B") and t[-2] in "KMG":
-            t = t[:-1]
-        unit = t[-1:] if t[-1:] in suffixes else ""
-        try:
-            value = int(float(t[: len(t) - len(unit)]) * suffixes.get(unit, 1))
-        except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 100M)") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-        return value
-
-    return parse
 
 
 def format_predictions(predictions) -> list[str]:
@@ -184,8 +117,6 @@ def _settle_stderr() -> None:
 
 def _run(args) -> int:
     from ..classifier import Classifier  # heavy imports only past argument parsing
-    from ..engines.options import EngineOptions, TensorRTOptions
-    from ..images.preprocess import DecodeOptions
     from ..results import display_name
     from .results_file import ResultsFile
 
@@ -196,7 +127,6 @@ def _run(args) -> int:
     def warn(msg: str) -> None:
         print(f"edge-classify: warning: {msg}", file=sys.stderr)
 
-    limits = {k: v for k, v in (("max_pixels", args.max_pixels), ("max_file_bytes", args.max_file_size)) if v}
     model = args.model or default_model_path()
     if args.model is None:
         _check_default_model(model)
@@ -210,13 +140,9 @@ def _run(args) -> int:
     if args.save is not None and len(videos) != 1:
         print("edge-classify: error: --save needs exactly one video or stream", file=sys.stderr)
         return EXIT_USAGE
-    options = EngineOptions(
-        engine=args.engine, providers=args.provider, device=args.device, precision=args.precision,
-        threads=args.threads,
-        images_hint=(len(inputs) or None) if not videos else None,  # auto: a small run goes to the leaner start-up
-        tensorrt=TensorRTOptions(cache_dir=args.trt_cache, fp16=not args.trt_fp32))
-    decode = DecodeOptions(exif_orientation=args.exif_orientation, sixteen_bit=args.sixteen_bit,
-                           allow_corrupt=args.allow_corrupt, **limits)
+    # auto: a small run goes to the leaner start-up
+    options = flags.engine_options(args, images_hint=(len(inputs) or None) if not videos else None)
+    decode = flags.decode_options(args)
     clf = Classifier(model, options, batch_size=args.batch_size, decode=decode, threshold=args.threshold,
                      on_status=info)
     _render_report(clf, model, args.engine == "auto", info, warn)

@@ -75,3 +75,10 @@ def openvino_core():
 
 def ray():
     return _optional("ray", "Ray", f"{install_hint('ray')} (Ray Data and pyarrow)")
+
+
+def serve_parts():
+    """Starlette, uvicorn and prometheus-client: what edge-serve runs on (the [serve] extra)."""
+    hint = install_hint("serve")
+    for module in ("starlette", "uvicorn", "prometheus_client"):
+        _optional(module, f"edge-serve's {module}", hint)
