@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import http.client
 import json
 import re
 import signal
@@ -332,6 +333,39 @@ def test_token(tiny, tmp_path):
         cookie = headers["set-cookie"].split(";")[0]
         assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
         assert s.request("GET", "/v1/models", None, {"Cookie": cookie})[0] == 200
+
+
+def test_tls(tiny, tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command line makes the test certificate; install Debian's openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    with serving(tiny["tiny"], args=[*ENGINE, "--tls-cert", cert, "--tls-key", key], ready=False) as s:
+        assert s.url.startswith("https://")
+        host, port = s.host_port.rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=str(cert))
+        deadline = time.monotonic() + 120
+        while True:
+            conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=10)
+            conn.request("GET", "/v2/health/ready")
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == 200
+        c = th.InferenceServerClient(s.host_port, ssl=True, ssl_context_factory=lambda: ctx)
+        x = np.zeros((1, 224, 224, 3), np.float32)
+        assert c.infer("tiny", [tensor_input(x)]).as_numpy("probabilities").shape == (1, 6)
+        c.close()
+        with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP on the TLS port is not served
+            s.request("GET", "/v2/health/live", timeout=10)
 
 
 def test_listening_beyond_loopback_without_token_warns(tmp_path):

@@ -38,7 +38,6 @@ class ServeOptions:
     max_delay_ms: float = 5.0  # a batch waits this long at most for images still being decoded
     max_queue: int = 64  # images admitted and not yet answered, per model; past it: 503
     max_body_bytes: int = 32 << 20  # one request's body (Triton's default is 64 MiB; a device has less memory)
-    max_connections: int = 128  # requests served at once; past it the HTTP layer answers 503
     timeout_s: float = 30.0  # per request: past it, 504 and its images are dropped unrun
     decode_threads: int = 2
     top_k: int = 3  # /v1/classify's default
