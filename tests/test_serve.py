@@ -368,6 +368,13 @@ def test_tls(tiny, tmp_path):
             s.request("GET", "/v2/health/live", timeout=10)
 
 
+def test_ctrl_c_exits_130(tiny):
+    with serving(tiny["tiny"], args=ENGINE) as s:
+        s.proc.send_signal(signal.SIGINT)
+        s.proc.wait(60)
+    assert s.exit_code == 130 and any("interrupted" in line for line in s.log)
+
+
 def test_listening_beyond_loopback_without_token_warns(tmp_path):
     import subprocess
 

@@ -421,8 +421,8 @@ class _Guard:
         line = (f'{client[0]}:{client[1]} "{scope.get("method", "-")} {display_name(path)}" {status} '
                 f"{state['bytes']}B {secs * 1e3:.1f}ms")
         for key in ("model", "images", "id"):
-            if key in extra:
-                line += f" {key}={display_name(str(extra[key]))}"
+            if key in extra:  # a client's id: its control characters escaped, its length capped
+                line += f" {key}={display_name(str(extra[key])[:128])}"
         self.access_log(line)
 
 
