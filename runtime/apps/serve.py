@@ -232,8 +232,11 @@ def _bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise EdgeClassifyError(f"cannot listen on {host!r}: {exc}", exit_code=EXIT_USAGE) from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, addr = infos[0]
+    # The protocol number matters: asyncio sets TCP_NODELAY on accepted connections only when
+    # the listening socket says IPPROTO_TCP. With 0, each response's body waited for the
+    # client's delayed ACK: 44 ms on every answer with a body here.
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)
