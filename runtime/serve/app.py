@@ -133,7 +133,6 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
 
     async def infer(request):
         m = model_of(request)
-        t0 = time.perf_counter()
         body = await body_of(request)
         try:
             req = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LENGTH))
@@ -178,7 +177,6 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
         if req.id is not None:
             doc["id"] = req.id
         payload, headers = protocol.encode_response(doc, outs)
-        metrics.latency.labels(m.name, "infer").observe(time.perf_counter() - t0)
         media = "application/octet-stream" if headers else "application/json"
         return Response(payload, 200, headers=headers, media_type=media)
 
@@ -201,7 +199,6 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
                 raise ValueError
         except ValueError:
             raise HTTPError(400, f"top_k {q.get('top_k')!r} is not a positive integer") from None
-        t0 = time.perf_counter()
         body = await body_of(request)
         ctype = request.headers.get("content-type", "")
         multipart = ctype.lower().startswith("multipart/form-data")
@@ -227,7 +224,6 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
                 res = m.clf.classification(fname, r.probabilities, top_k, timings_ms=r.timings_ms, notes=r.notes)
                 metrics.images.labels(m.name).inc()
             rows.append(m.clf.row(res))
-        metrics.latency.labels(m.name, "classify").observe(time.perf_counter() - t0)
         if multipart:
             return JSONResponse(rows)
         return JSONResponse(rows[0], 400 if "error" in rows[0] else 200)
@@ -415,6 +411,8 @@ class _Guard:
         endpoint = "infer" if path.endswith("/infer") else "classify" if path == "/v1/classify" else "other"
         if endpoint != "other" or status >= 400:
             self.service.metrics.requests.labels(model, endpoint, _outcome(status)).inc()
+        if endpoint != "other":  # every outcome's latency: a refusal's too
+            self.service.metrics.latency.labels(model, endpoint).observe(secs)
         if self.access_log is None:
             return
         client = scope.get("client") or ("-", 0)
