@@ -338,6 +338,8 @@ def test_tls(tiny, tmp_path):
     import ssl
     import subprocess
 
+    from conftest import script
+
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command line makes the test certificate; install Debian's openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -364,6 +366,9 @@ def test_tls(tiny, tmp_path):
         c.close()
         with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP on the TLS port is not served
             s.request("GET", "/v2/health/live", timeout=10)
+    r = subprocess.run([script("edge-serve"), "-m", str(tiny["tiny"]), "--tls-cert", str(key), "--tls-key", str(cert)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot use --tls-cert" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_ctrl_c_exits_130(tiny):

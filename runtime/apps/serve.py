@@ -132,9 +132,8 @@ def _run(args, parser) -> int:
             raise EdgeClassifyError(f"model {name!r}: {path} is not a file",
                                     hint="export one with export-model, or pass --model NAME=PATH")
     token = _read_token(args.token_file) if args.token_file else None
-    for f in (args.tls_cert, args.tls_key):
-        if f is not None and not f.is_file():
-            raise EdgeClassifyError(f"{f} is not a file", exit_code=EXIT_USAGE)
+    if args.tls_cert is not None:
+        _check_tls(args.tls_cert, args.tls_key)
 
     from ..host import deps
 
@@ -214,6 +213,18 @@ def _read_token(path: Path) -> str:
                                 hint="python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE",
                                 exit_code=EXIT_USAGE)
     return token
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """The certificate and key load, before anything binds (uvicorn would fail later, with a traceback)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise EdgeClassifyError(f"cannot use --tls-cert {cert} with --tls-key {key}: {exc}",
+                                hint="both PEM files, the key unencrypted and matching the certificate",
+                                exit_code=EXIT_USAGE) from None
 
 
 def _loopback(host: str) -> bool:
