@@ -183,6 +183,15 @@ def test_curl_endpoint_returns_the_cli_row(resnet_server, resnet_clf, photo_byte
     for r, b in ((rows[0], photo_bytes["chelsea.jpg"]), (rows[2], photo_bytes["coffee.png"])):
         assert [p["index"] for p in r["predictions"]] == [p.index for p in resnet_clf.classify(b, top_k=3)[0].predictions]
 
+    # a part with no file name (curl -F image=<photo.jpg) counts when its field says image
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"top\"\r\n\r\n3\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n").encode() + \
+        photo_bytes["coffee.png"] + f"\r\n--{boundary}--\r\n".encode()
+    status, rows = resnet_server.json("POST", "/v1/classify", body,
+                                      {"Content-Type": f'multipart/form-data; boundary="{boundary}"'})
+    assert status == 200 and [r["path"] for r in rows] == ["image"] and "predictions" in rows[0]
+
     status, row = resnet_server.json("POST", "/v1/classify", b"GIF89a broken")
     assert status == 400 and row["error"] and row["path"] == "upload"
 

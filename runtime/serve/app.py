@@ -293,8 +293,9 @@ def _login_page(message: str = "") -> str:
 
 
 def multipart_files(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of every part with a file name, in order; a form field without one
-    (e.g. ``top_k``) is not a file. Parsed in memory: the body is already within its limit."""
+    """(file name, bytes) of every part with a file name, in order, and of parts named
+    ``image``/``images``/``file`` without one (``curl -F image=<photo.jpg``: named by the
+    field); other form fields are not files. Parsed in memory: the body is within its limit."""
     from email.message import Message
 
     m = Message()
@@ -317,6 +318,9 @@ def multipart_files(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
                 key, value = line.split(":", 1)
                 part[key.strip()] = value.strip()
         filename = part.get_filename()
+        field = part.get_param("name", header="content-disposition")
+        if filename is None and field in ("image", "images", "file"):
+            filename = field
         if filename is not None:
             files.append((str(filename), data))
     return files
