@@ -71,8 +71,11 @@ def serving(*models, args=(), timeout: float = 180.0, env: dict | None = None, r
     for m in models:
         cmd += ["--model", str(m)]
     cmd += [str(a) for a in args]
+    # SIGINT as a terminal has it: a runner started in the background (nohup, `cmd &`) passes it
+    # on ignored, and Ctrl-C's handling would then go untested.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     served = Served("", proc)
     reader = threading.Thread(target=lambda: [served.log.append(line.rstrip("\n")) for line in proc.stderr],
                               daemon=True)
