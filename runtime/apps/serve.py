@@ -154,7 +154,11 @@ def _run(args, parser) -> int:
     host, port = sock.getsockname()[:2]
     scheme = "https" if args.tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
-    info(f"listening on {scheme}://{shown}:{port} (models loading: not ready yet)")
+    listening = f"listening on {scheme}://{shown}:{port} (models loading: not ready yet)"
+    if args.quiet and args.port == 0:  # the one way to learn the port it picked
+        print(f"edge-serve: {listening}", file=sys.stderr, flush=True)
+    else:
+        info(listening)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=args.grace_period, limit_concurrency=args.max_connections,
                             ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
