@@ -264,6 +264,18 @@ def test_every_bad_request_gets_its_status_and_message(tiny_server, tiny):
     assert tiny_server.proc.poll() is None
 
 
+def test_a_client_that_leaves_mid_body_is_no_crash(tiny_server):
+    import socket
+
+    host, port = tiny_server.host_port.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inputs\"")
+        time.sleep(0.3)
+    good = _infer_doc([_tensor([1, 224, 224, 3], fill=10.0)])
+    assert tiny_server.json("POST", INFER, good)[0] == 200
+    assert not any("Traceback" in line for line in tiny_server.log)
+
+
 def test_static_batch_model_is_padded(tiny_server, tiny):
     clf = Classifier(tiny["static"], CPU)
     x = np.random.default_rng(5).normal(50, 30, (3, 224, 224, 3)).astype(np.float32)

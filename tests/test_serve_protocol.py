@@ -110,6 +110,7 @@ def test_inflate_has_a_ceiling():
 
 BAD = [
     (b"{not json", None, "not valid JSON"),
+    (b"[" * 5000 + b"]" * 5000, None, "not valid JSON"),  # too deep for either parser: a 400, not a crash
     (b"[]", None, "must be a JSON object"),
     (b'{"inputs": []}', None, "'inputs' must be a non-empty list"),
     (b'{"inputs": [{"datatype": "FP32", "shape": [1], "data": [1]}]}', None, "has no 'name'"),

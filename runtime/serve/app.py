@@ -74,7 +74,7 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
                                  "(edge-serve --max-body-size)")
         chunks, n = [], 0
         log = request.scope.setdefault("edge_log", {})
-        async for chunk in request.stream():
+        async for chunk in _stream(request):
             n += len(chunk)
             if n > limit:
                 raise HTTPError(413, f"the request body is over the {limit}-byte limit (edge-serve --max-body-size)")
@@ -276,6 +276,17 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
 _PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
                                             "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
                  "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+async def _stream(request):
+    """The body's chunks; a client that goes away mid-body is a 400 nobody reads, not a traceback."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise HTTPError(400, "the client closed the connection before its body was complete") from None
 
 
 def _same(given: str, digest: bytes) -> bool:

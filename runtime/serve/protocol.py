@@ -128,7 +128,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         head, rest = body, memoryview(b"")
     try:
         doc = _json_loads(head)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: json's, on deep nesting
         where = " (is Inference-Header-Content-Length right?)" if header_length is not None else ""
         raise ProtocolError(f"the request is not valid JSON{where}: {exc}") from None
     if not isinstance(doc, dict):
