@@ -178,3 +178,36 @@ def test_a_name_that_is_not_utf8_is_done_once(tmp_path, fmt):
     (row,) = ray_bulk.ResultsDir(tmp_path / "r", fmt).rows()
     assert row["path"] == "/x/caf\ufffd.jpg" and "path_base64" in row
     assert ray_bulk.ResultsDir(tmp_path / "r", fmt).done("a") == {name: True}
+
+
+CLUSTER_SHAPE = """
+import subprocess, sys
+from ray.cluster_utils import Cluster
+
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # a head with no CPUs, as clusters keep it
+for _ in range(2):
+    c.add_node(num_cpus=1)
+c.wait_for_nodes()
+try:
+    r = subprocess.run(sys.argv[1:] + ["--ray-address", c.address], timeout=240)
+    sys.exit(r.returncode)
+except subprocess.TimeoutExpired:
+    sys.exit("the job hung (240 s)")
+finally:
+    c.shutdown()
+"""
+
+
+def test_a_cpu_less_head_and_one_cpu_workers(archive, model, tmp_path):
+    """Each worker's actor holds 0.95 of its one CPU; reads asking 0.1 found 0.05 per node and
+    the job waited forever at 0% CPU. Reads now fit beside the actors on any node shape."""
+    import sys
+
+    images = [p for p in archive if p.name not in BAD][:24]
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", CLUSTER_SHAPE, script("edge-classify-bulk"), *map(str, images),
+                        "--out", str(out), "-m", str(model), "-q"], capture_output=True, text=True, timeout=420)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = ray_bulk.ResultsDir(out).rows()
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in images)
+    assert all("predictions" in r for r in rows)

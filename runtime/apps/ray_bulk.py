@@ -7,8 +7,10 @@
   ``Classifier`` per actor. Each actor gets ``threads`` intra-op threads and asks Ray for
   about that many CPUs, so actors never oversubscribe cores (ONNX Runtime would otherwise take
   every core per session). The actors reserve a little less than whole CPUs
-  (``ACTOR_CPU_SHARE``) and the read tasks ``READ_CPUS``: with whole CPUs, actors holding every
-  CPU of a 2-core machine starved the read task forever (seen with Ray 2.60).
+  (``ACTOR_CPU_SHARE``) and the read tasks ``READ_CPUS``, which must fit in what an actor
+  leaves on its node: with whole CPUs, actors holding every CPU of a 2-core machine starved
+  the read task forever (seen with Ray 2.60); with reads of 0.1 CPU, a cluster of 1-CPU
+  workers (0.05 left beside each actor) and a CPU-less head hung the same way.
 * **Results**: one row per image, the row every output writes (results.py: path, model and
   engine, predictions, timings, or ``error``: a bad image is a row with its reason, never a
   failed job), in Parquet with one fixed schema (``PARQUET_SCHEMA``), or JSON Lines.
@@ -36,7 +38,7 @@ from ..host.deps import ray  # imported on use: the [ray] extra
 from ..results import Classification, Producer, row
 
 ACTOR_CPU_SHARE = 0.95  # of each thread's CPU, reserved by an actor
-READ_CPUS = 0.1  # per read task: reading files is I/O
+READ_CPUS = 0.01  # per read task: reading files is I/O; 5 fit beside a 1-CPU node's actor
 FORMATS = ("parquet", "jsonl")
 
 
