@@ -80,7 +80,7 @@ class Classifier:
         self.threshold = None
         if m.multi_label:  # the caller's, else the one exported with the model, else 0.5
             self.threshold = next(t for t in (threshold, m.threshold, heads.DEFAULT_THRESHOLD) if t is not None)
-        self.decode_threads = decode_threads or max(1, min(4, os.cpu_count() or 1))
+        self.decode_threads = decode_threads or decode_pool.default_threads()
         self.producer = Producer(self.model_sha256, m.precision, self.runner.precision, self.runner.engine,
                                  self.runner.provider)
 

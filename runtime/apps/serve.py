@@ -147,7 +147,7 @@ def _run(args, parser) -> int:
         engine=flags.engine_options(args), decode=flags.decode_options(args), max_batch=args.max_batch,
         max_delay_ms=args.max_queue_delay_ms, max_queue=args.max_queue, max_body_bytes=args.max_body_size,
         timeout_s=args.request_timeout,
-        decode_threads=args.decode_threads or max(1, min(4, os.cpu_count() or 1)), top_k=args.top_k, token=token)
+        decode_threads=args.decode_threads, top_k=args.top_k, token=token)
     service = Service(models, opts)
     app = build_app(service, access_log=None if args.no_access_log else stderr_log, tls=args.tls_cert is not None)
     sock = _bind(args.host, args.port)

@@ -28,6 +28,13 @@ class Prepared:
     notes: list[str] = field(default_factory=list)  # what the decoder said of an image it still decoded
 
 
+def default_threads() -> int:
+    """Decoding threads when the caller does not say: the cores, at most 4."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def prepare(source: ImageInput, spec: PreprocessSpec, options: DecodeOptions) -> Prepared:
     name = preprocess.describe(source)
     t0 = time.perf_counter()

@@ -52,8 +52,9 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
     def error(status: int, message: str, headers: dict | None = None) -> Response:
         return JSONResponse({"error": message}, status, headers=headers)
 
-    def model_of(request, *, need_ready: bool = True):
-        name = request.path_params["model"]
+    def model_of(request, *, need_ready: bool = True, name: str | None = None):
+        """The model the path names (or ``name``), or the 404/503 that says why not."""
+        name = name or request.path_params["model"]
         m = service.models.get(name)
         if m is None:
             raise HTTPError(404, f"unknown model '{name}' (served: {', '.join(service.models)})")
@@ -83,10 +84,7 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
                                 {"Retry-After": str(RETRY_AFTER_S)})
             log["held"] = log.get("held", 0) + len(chunk)
             chunks.append(chunk)
-        try:
-            return protocol.inflate(b"".join(chunks), request.headers.get("content-encoding"), limit)
-        except ProtocolError as exc:
-            raise HTTPError(exc.status, exc.message) from None
+        return protocol.inflate(b"".join(chunks), request.headers.get("content-encoding"), limit)
 
     async def answered(m, futures, timeout_s: float):
         """Each image's ``Scored`` or its exception; 504 past the timeout (images not run by
@@ -134,10 +132,7 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
     async def infer(request):
         m = model_of(request)
         body = await body_of(request)
-        try:
-            req = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LENGTH))
-        except ProtocolError as exc:
-            raise HTTPError(exc.status, exc.message) from None
+        req = protocol.parse_infer(body, request.headers.get(protocol.HEADER_LENGTH))
         log = request.scope.setdefault("edge_log", {})
         if req.id is not None:
             log["id"] = req.id
@@ -191,8 +186,7 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
             if len(service.models) > 1:
                 raise HTTPError(400, f"several models are served: name one with ?model= ({', '.join(service.models)})")
             name = next(iter(service.models))
-        request.path_params["model"] = name
-        m = model_of(request)
+        m = model_of(request, name=name)
         try:
             top_k = int(q.get("top_k", opts.top_k))
             if top_k < 1:
@@ -255,8 +249,8 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
     routes += [Route("/v1/models", models), Route("/v1/classify", classify, methods=["POST"]),
                Route("/", page), Route("/login", login, methods=["POST"]), Route("/metrics", metrics_page)]
 
-    async def on_http_error(request, exc: HTTPError):
-        return error(exc.status, exc.message, exc.headers)
+    async def on_http_error(request, exc: HTTPError | ProtocolError):
+        return error(exc.status, exc.message, getattr(exc, "headers", None))
 
     async def on_not_found(request, exc):
         status = getattr(exc, "status_code", 404)
@@ -268,7 +262,7 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
 
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    app = Starlette(routes=routes, exception_handlers={HTTPError: on_http_error,
+    app = Starlette(routes=routes, exception_handlers={HTTPError: on_http_error, ProtocolError: on_http_error,
                                                        StarletteHTTPException: on_not_found, Exception: on_bug})
     return _Guard(app, service, token_digest, access_log)
 

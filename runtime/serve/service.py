@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..engines.options import EngineOptions
+from ..images import decode_pool
 from ..images.preprocess import DEFAULT_DECODE, DecodeOptions
 from .batcher import Batcher
 
@@ -39,7 +40,7 @@ class ServeOptions:
     max_queue: int = 64  # images admitted and not yet answered, per model; past it: 503
     max_body_bytes: int = 32 << 20  # one request's body (Triton's default is 64 MiB; a device has less memory)
     timeout_s: float = 30.0  # per request: past it, 504 and its images are dropped unrun
-    decode_threads: int = 2
+    decode_threads: int | None = None  # default: decode_pool.default_threads()
     top_k: int = 3  # /v1/classify's default
     token: str | None = None
 
@@ -145,8 +146,8 @@ class Service:
     def __init__(self, models: dict[str, Path], opts: ServeOptions, metrics: Metrics | None = None):
         self.opts, self.metrics = opts, metrics or Metrics()
         self.models = {name: ServedModel(name, Path(path)) for name, path in models.items()}
-        self.pool = ThreadPoolExecutor(opts.decode_threads, thread_name_prefix="edge-serve-decode")
-        self.started = time.time()
+        self.decode_threads = opts.decode_threads or decode_pool.default_threads()
+        self.pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="edge-serve-decode")
         self.held_bytes = 0  # request bodies being read or served, together (event loop only: no lock)
         self.max_held_bytes = 8 * opts.max_body_bytes
         self._closed = threading.Event()
@@ -164,7 +165,7 @@ class Service:
             t0 = time.perf_counter()
             try:
                 clf = Classifier(m.path, self.opts.engine, batch_size=self.opts.max_batch, decode=self.opts.decode,
-                                 decode_threads=self.opts.decode_threads, on_status=on_status)
+                                 decode_threads=self.decode_threads, on_status=on_status)
                 m.clf = clf
                 max_batch = m.max_batch(self.opts)
                 # every batch size the batcher can form: an engine's first run of a shape is slow
