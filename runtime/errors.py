@@ -18,6 +18,7 @@ EXIT_PARITY = 4  # export-model: exported model disagrees with Keras beyond tole
 EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE in sysexits.h); the traceback is saved
 EXIT_OUTPUT = 74  # edge-classify -o: the results file cannot be written (disk full, ...): --resume later
 EXIT_STREAM_LOST = 75  # EX_TEMPFAIL (sysexits.h): a live source went away; running again may work
+EXIT_STALLED = 75  # EX_TEMPFAIL as well: edge-classify-bulk's cluster cannot schedule the job
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # stdout closed by the reader (`| head`): 128 + SIGPIPE, as shells report it
 
@@ -34,7 +35,9 @@ EXIT_CODES = {
                       EXIT_STREAM_LOST: "a live stream was lost", EXIT_INTERRUPTED: "interrupted",
                       EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-classify-bulk": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some images failed (their rows say why)",
-                           EXIT_USAGE: "usage", EXIT_MODEL: "model error", EXIT_INTERNAL: _INTERNAL,
+                           EXIT_USAGE: "usage", EXIT_MODEL: "model or engine error", EXIT_INTERNAL: _INTERNAL,
+                           EXIT_STALLED: "stalled: no results while the cluster cannot schedule the job (finished "
+                                         "parts are kept)",
                            EXIT_INTERRUPTED: "interrupted (finished parts are kept: run again to resume)",
                            EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-serve": {EXIT_OK: "stopped by SIGTERM after answering the requests in flight", EXIT_USAGE: "usage",

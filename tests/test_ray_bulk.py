@@ -4,6 +4,8 @@ serves the whole module; the command-line runs join it with --ray-address."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import tiny_models
 from conftest import script
 from edge_classify.runtime import Classifier, EngineOptions
 from edge_classify.runtime.apps import ray_bulk
+from edge_classify.runtime.errors import EdgeClassifyError
 
 ray = pytest.importorskip("ray")  # the [ray] extra is part of [test]: this runs in CI
 pa = pytest.importorskip("pyarrow")  # comes with ray[data]
@@ -63,40 +66,106 @@ def model(tmp_path_factory) -> Path:
 
 
 def _comparable(row: dict) -> dict:
-    """A row without its timings, and with only whether it failed: the actors classify a file's
-    bytes, whose reasons name them ("empty input") where a path's name the file ("empty file")."""
-    return {k: v for k, v in row.items() if k != "timings_ms"} | {"error": "error" in row}
+    """A row without its timings and node, and with only whether it failed: the actors classify
+    a file's bytes, whose reasons name them ("empty input") where a path's name the file ("empty file")."""
+    return {k: v for k, v in row.items() if k not in ("timings_ms", "host", "node_id")} | {"error": "error" in row}
 
 
-def test_results_equal_a_single_process_run(cluster, archive, model):
-    """Each row is the row a one-process run writes (edge-classify --json's), but for its timings."""
-    local = Classifier(model, EngineOptions(engine="onnxruntime", providers="cpu"))
+ENGINES = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed"))]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_results_equal_a_single_process_run(cluster, archive, model, engine):
+    """Each row is the row a one-process run with the same engine options writes (edge-classify
+    --json's), but for its timings, and it names the node that computed it."""
+    options = EngineOptions(engine=engine, threads=1)
+    local = Classifier(model, options)
     want = {str(p): local.row(r) for p, r in zip(archive, local.classify(archive, top_k=3, errors="collect"))}
     assert len({r["predictions"][0]["index"] for r in want.values() if "error" not in r}) > 1  # the picture matters
-    ds = ray_bulk.classify_dataset(ray_bulk.read_images([str(p) for p in archive]), model, top_k=3, threads=1)
+    ds = ray_bulk.classify_dataset(ray_bulk.read_images([str(p) for p in archive]), model, top_k=3, threads=1,
+                                   options=options)
     got = {r["path"]: r for r in ray_bulk.batch_rows(pa.Table.from_pylist(ds.take_all()))}
     assert sorted(got) == sorted(want)
+    node = ray.get_runtime_context().get_node_id()
     for path, row in got.items():
         assert _comparable(row) == _comparable(want[path]), path
-        assert row["model_precision"] == "fp32" and row["compute_precision"] == local.runner.precision
+        assert row["engine"] == engine and row["compute_precision"] == local.runner.precision
+        assert row["node_id"] == node and row["host"]
     bad = {Path(p).name: got[p]["error"] for p in got if "error" in got[p]}
     assert set(bad) == set(BAD) | {"truncated.jpg"}  # bad images are rows with their reason
 
 
 def test_python_api_takes_any_dataset_of_bytes(cluster, archive, model):
     items = [{"path": str(p), "bytes": p.read_bytes()} for p in archive[:20]]
-    rows = ray_bulk.classify_dataset(ray.data.from_items(items), model, top_k=1).take_all()
+    rows = ray_bulk.classify_dataset(ray.data.from_items(items), model.read_bytes(), top_k=1).take_all()
     assert sorted(r["path"] for r in rows) == sorted(i["path"] for i in items)
     assert all(len(r["predictions"]) == 1 for r in rows if r["error"] is None)
 
 
-def test_actors_fit_the_cpus():
-    assert ray_bulk.plan_actors(2, 1, None) == 2
-    assert ray_bulk.plan_actors(2, 2, None) == 1
-    assert ray_bulk.plan_actors(16, 4, None) == 4
-    assert ray_bulk.plan_actors(16, 4, 2) == 2
-    assert ray_bulk.plan_actors(2, 1, 8) == 2  # more actors than CPUs would oversubscribe
-    assert ray_bulk.plan_actors(1, 4, None) == 1
+def test_default_settings_give_edge_classify_s_rows(cluster, archive, model, tmp_path):
+    """The same folder through `edge-classify -o` and `edge-classify-bulk`, both with default
+    settings: the same engine policy, so the same rows. (A run this small goes to ONNX
+    Runtime in both; a measured choice is per thread count, and rows say which engine ran.)"""
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for p in archive[:12]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    one = subprocess.run([script("edge-classify"), str(folder), "-m", str(model), "-o", str(tmp_path / "one.jsonl"),
+                          "-q"], capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    want = {r["path"]: r for r in map(json.loads, (tmp_path / "one.jsonl").read_text().splitlines())}
+    bulk = subprocess.run([script("edge-classify-bulk"), str(folder), "--out", str(tmp_path / "bulk"), "-m",
+                           str(model), "--ray-address", cluster, "-q"], capture_output=True, text=True, timeout=300)
+    assert bulk.returncode == 0, bulk.stderr
+    got = {r["path"]: r for r in ray_bulk.ResultsDir(tmp_path / "bulk").rows()}
+    assert sorted(got) == sorted(want) and len(got) == 12
+    for path, row in got.items():
+        assert row["predictions"] == want[path]["predictions"], path
+        assert (row["engine"], row["provider"], row["compute_precision"]) == (
+            want[path]["engine"], want[path]["provider"], want[path]["compute_precision"])
+
+
+def test_an_engine_that_is_not_installed_is_refused_before_ray_starts(tmp_path, monkeypatch, capsys):
+    from edge_classify.runtime.apps.bulk import main
+    from edge_classify.runtime.host import facts
+
+    monkeypatch.setattr(facts, "installed_engines", lambda: ["onnxruntime"])
+    model = tiny_models.make(tmp_path / "m.onnx")
+    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "-m", str(model), "--engine", "openvino"]) == 3
+    err = capsys.readouterr().err
+    assert "openvino" in err.lower() and "install" in err.lower(), err
+
+
+def test_actors_are_planned_node_by_node():
+    plan = ray_bulk.plan_actors
+    assert plan([{"CPU": 2}], 1).actors == 2
+    assert plan([{"CPU": 2}], 2).actors == 1
+    assert plan([{"CPU": 16}], 4).actors == 4 and plan([{"CPU": 16}], 4, 2).actors == 2
+    assert plan([{"CPU": 2}], 1, 8).actors == 2  # more actors than CPUs would oversubscribe
+    # A head without CPUs and two 1-CPU workers: one actor each, and room beside it for reads.
+    p = plan([{"CPU": 0}, {"CPU": 1}, {"CPU": 1}], 1)
+    assert p.actors == 2 and p.num_gpus == 0 and 1 - p.num_cpus >= ray_bulk.READ_CPUS * 5
+    # Three CPUs in total, but no node with two: an actor of 2 threads fits on one node only.
+    assert plan([{"CPU": 1}, {"CPU": 2}], 2).actors == 1
+    with pytest.raises(EdgeClassifyError, match="no node of this cluster has 4 CPU"):
+        plan([{"CPU": 2}, {"CPU": 2}], 4)
+
+
+def test_gpu_actors_hold_a_gpu_each_where_the_options_allow_them():
+    plan, gpu_ok = ray_bulk.plan_actors, ray_bulk.gpu_allowed
+    nodes = [{"CPU": 0}, {"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 2}]
+    p = plan(nodes, 2, None, gpu=True)
+    assert (p.actors, p.num_gpus) == (3, 1.0)  # one per GPU
+    p = plan(nodes, 2, 6, gpu=True)
+    assert (p.actors, p.num_gpus) == (6, 0.5)  # a share of a GPU each, a share that packs whole
+    assert plan(nodes, 2, 5, gpu=True).num_gpus == 0.5
+    assert plan(nodes, 2, None, gpu=False).num_gpus == 0 and plan(nodes, 2, None, gpu=False).actors == 8
+    with pytest.raises(EdgeClassifyError, match="--threads 2"):  # its GPUs, but not the CPUs an actor asks for
+        plan([{"CPU": 1, "GPU": 4}], 2, None, gpu=True)
+    assert gpu_ok(EngineOptions()) and gpu_ok(EngineOptions(providers="tensorrt"))
+    assert not gpu_ok(EngineOptions(providers="cpu")) and not gpu_ok(EngineOptions(engine="openvino"))
+    assert not gpu_ok(EngineOptions(device="GPU"))  # OpenVINO's GPU is not a CUDA one
 
 
 def test_results_dir_counts_only_whole_parts(tmp_path):
@@ -158,7 +227,10 @@ def test_jsonl_results_and_a_missing_file(cluster, archive, model, tmp_path):
 def test_usage_errors_exit_2(tmp_path):
     from edge_classify.runtime.apps.bulk import main
 
-    assert main([str(tmp_path), "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
+    for flag in ("--threads", "--actors", "--batch-size", "--top-k", "--flush-rows"):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(tmp_path), "--out", str(tmp_path / "o"), flag, "0"])
+        assert exit_.value.code == 2
     (tmp_path / "file").write_text("x")
     model = tiny_models.make(tmp_path / "m.onnx")
     assert main([str(tmp_path), "--out", str(tmp_path / "file"), "--model", str(model)]) == 2
@@ -181,16 +253,28 @@ def test_a_name_that_is_not_utf8_is_done_once(tmp_path, fmt):
 
 
 CLUSTER_SHAPE = """
-import subprocess, sys
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
 from ray.cluster_utils import Cluster
 
+bulk, out = json.loads(sys.argv[1]), Path(sys.argv[2])
 c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # a head with no CPUs, as clusters keep it
 for _ in range(2):
     c.add_node(num_cpus=1)
 c.wait_for_nodes()
 try:
-    r = subprocess.run(sys.argv[1:] + ["--ray-address", c.address], timeout=240)
-    sys.exit(r.returncode)
+    # Killed once it has written its first part, then run again to finish: the test counts the rows.
+    first = subprocess.Popen(bulk + ["--ray-address", c.address], start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("part-*")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if first.poll() is not None:
+        sys.exit(f"the first run ended before it was killed (exit {first.returncode})")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    print(json.dumps({"parts_when_killed": len(list(out.glob("part-*")))}), flush=True)
+    second = subprocess.run(bulk + ["--ray-address", c.address], timeout=240)
+    sys.exit(second.returncode)
 except subprocess.TimeoutExpired:
     sys.exit("the job hung (240 s)")
 finally:
@@ -199,15 +283,70 @@ finally:
 
 
 def test_a_cpu_less_head_and_one_cpu_workers(archive, model, tmp_path):
-    """Each worker's actor holds 0.95 of its one CPU; reads asking 0.1 found 0.05 per node and
-    the job waited forever at 0% CPU. Reads now fit beside the actors on any node shape."""
+    """A real cluster shape beyond one raylet: a head without CPUs and two worker nodes of one
+    CPU. Each worker's actor holds 0.95 of its CPU; reads asking 0.1 found 0.05 per node and the
+    job waited forever at 0% CPU. Now the job spreads over both nodes, and a run killed mid-way
+    and run again leaves exactly one row per image."""
     import sys
 
-    images = [p for p in archive if p.name not in BAD][:24]
+    images = [p for p in archive if p.name not in BAD][:120]
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-c", CLUSTER_SHAPE, script("edge-classify-bulk"), *map(str, images),
-                        "--out", str(out), "-m", str(model), "-q"], capture_output=True, text=True, timeout=420)
-    assert r.returncode == 0, r.stderr[-2000:]
+    bulk = [script("edge-classify-bulk"), *map(str, images), "--out", str(out), "-m", str(model), "-q",
+            "--engine", "onnxruntime", "--batch-size", "2", "--flush-rows", "8"]
+    r = subprocess.run([sys.executable, "-c", CLUSTER_SHAPE, json.dumps(bulk), str(out)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
     rows = ray_bulk.ResultsDir(out).rows()
-    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in images)
-    assert all("predictions" in r for r in rows)
+    paths = [row["path"] for row in rows]
+    assert len(paths) == len(set(paths)) == len(images)  # none lost, none twice
+    assert set(paths) == {str(p) for p in images} and all("predictions" in row for row in rows)
+    assert json.loads(r.stdout.splitlines()[0])["parts_when_killed"] < len(images) / 8  # killed mid-way
+    workers = {row["node_id"] for row in rows}
+    assert len(workers) == 2, workers  # both worker nodes classified (the head has no CPU for an actor)
+
+
+def test_the_watchdog_names_the_unmet_demand_and_the_free_resources():
+    from types import SimpleNamespace as NS
+
+    def node(node_id, total, free):
+        return NS(node_id=node_id, ip_address="10.0.0.1", total_resources=lambda: total,
+                  available_resources=lambda: free)
+
+    def status(*bundles):
+        demands = [NS(bundles_by_count=[NS(bundle=b, count=n) for b, n in bundles])]
+        return NS(active_nodes=[node("a" * 56, {"CPU": 1.0}, {"CPU": 0.05}), node("b" * 56, {"CPU": 1.0}, {"CPU": 0.05})],
+                  idle_nodes=[node("c" * 56, {}, {})], resource_demands=NS(ray_task_actor_demand=demands))
+
+    now = [0.0]
+    stuck = ray_bulk.Watchdog(60, status=lambda: status(({"CPU": 0.1}, 5)), clock=lambda: now[0])
+    assert stuck.check() is None  # not for a while yet
+    now[0] = 61
+    why = stuck.check()
+    assert "no results for 61 s" in why and "{'CPU': 0.1} x 5" in why and "0.05/1 CPU" in why, why
+    stuck.progress()
+    assert stuck.check() is None  # rows came: the clock starts again
+    now[0] = 200
+    queued = ray_bulk.Watchdog(60, status=lambda: status(({"CPU": 0.01}, 3)), clock=lambda: now[0])
+    assert queued.check() is None  # it fits beside the actors: only queued, a slow job goes on
+    assert ray_bulk.Watchdog(60, status=lambda: status(), clock=lambda: now[0]).check() is None
+
+
+def test_a_job_the_cluster_cannot_schedule_stops_with_75(cluster, archive, model, tmp_path):
+    """Another job holds every CPU of the cluster: the actors can never start. No rows, and
+    demands no node can meet: a clear error and exit 75, not a silent wait."""
+
+    @ray.remote(num_cpus=2)
+    class Hold:
+        def ping(self):
+            return 1
+
+    hold = Hold.remote()
+    ray.get(hold.ping.remote())
+    try:
+        proc = _bulk(*archive[:10], "--out", tmp_path / "o", "--model", model, "--ray-address", cluster,
+                     "--stall-timeout", "3", "-q")
+        _, err = proc.communicate(timeout=300)
+    finally:
+        ray.kill(hold)
+    assert proc.returncode == 75, err
+    assert "stalled" in err and "cannot schedule" in err and "'CPU': 0.95" in err and "0/2 CPU" in err, err

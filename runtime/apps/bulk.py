@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import logging
 import os
@@ -10,8 +11,9 @@ import time
 
 from .. import __version__
 from ..cache.paths import default_model_path
-from ..errors import EXIT_INPUTS_FAILED, EXIT_MODEL, EXIT_OK, EXIT_USAGE, EdgeClassifyError, exit_codes_help
-from . import shell
+from ..errors import (EXIT_INPUTS_FAILED, EXIT_MODEL, EXIT_OK, EXIT_STALLED, EdgeClassifyError,
+                      exit_codes_help)
+from . import flags, shell
 
 EPILOG = """\
 examples:
@@ -19,12 +21,19 @@ examples:
   edge-classify-bulk 'traps/**/*.jpg' --out results/ --model m.int8.onnx --actors 8 --threads 2
   edge-classify-bulk /mnt/archive --out /mnt/results --ray-address ray://head:10001   join a cluster
   edge-classify-bulk photos/ --out results/                  again after a crash: only the rest is classified
+  edge-classify-bulk photos/ --out results/ --engine openvino --threads 2    OpenVINO actors of 2 threads
+  edge-classify-bulk /mnt/archive --out /mnt/results --provider cuda --ray-address auto   one actor per GPU
+
+The engine flags mean what they mean for edge-classify: each actor loads the model through the
+same loader on its own node, so --engine auto is measured there (once per kind of node, and
+remembered in that node's cache), and GPU actors (one per GPU, ONNX Runtime's CUDA or TensorRT
+provider) run where the cluster has GPUs, unless --provider cpu or --engine openvino says otherwise.
 
 Results are part files in --out (Parquet by default, --format jsonl for JSON Lines), one row per
 image, the row edge-classify --json writes: path, model_sha256, model_precision,
-compute_precision, engine, provider, predictions, timings_ms, or error. Read them with
-pyarrow/pandas (pd.read_parquet("results/")). Every file must be readable at the same path on
-every node of the cluster (shared storage).
+compute_precision, engine, provider, predictions, timings_ms, or error; and host and node_id,
+the node that computed it. Read them with pyarrow/pandas (pd.read_parquet("results/")). Every
+file must be readable at the same path on every node of the cluster (shared storage).
 
 """ + exit_codes_help("edge-classify-bulk") + "\n"
 
@@ -39,13 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="part file format")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join this Ray cluster (default: start a local instance, or RAY_ADDRESS)")
-    p.add_argument("--actors", type=int, default=None,
-                   help="classifier actors (default: as many as the cluster's CPUs / --threads)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per actor (default: 1)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per inference batch (default: 16)")
-    p.add_argument("--top-k", "-k", type=int, default=5, help="predictions per image (default: 5)")
-    p.add_argument("--flush-rows", type=int, default=1000,
+    p.add_argument("--actors", type=flags.positive_int, default=None,
+                   help="classifier actors (default: as many as fit, node by node: its CPUs / --threads; GPU actors: one per "
+                        "GPU)")
+    flags.add_engine_flags(p, threads_default=1, threads_help="threads of each actor, for inference and for "
+                                                             "decoding; an actor asks Ray for as many CPUs (default: 1)")
+    # The defaults are edge-classify's: with the same settings, the same rows.
+    p.add_argument("--batch-size", type=flags.positive_int, default=8, help="images per inference batch (default: 8)")
+    p.add_argument("--top-k", "-k", type=flags.positive_int, default=3, help="predictions per image (default: 3)")
+    p.add_argument("--flush-rows", type=flags.positive_int, default=1000,
                    help="rows per part file; a killed job loses at most this many results (default: 1000)")
+    p.add_argument("--stall-timeout", type=flags.non_negative, default=None, metavar="S",
+                   help="stop with exit 75 when no results arrive for S seconds while the cluster cannot schedule "
+                        "what the job needs, naming the demand and each node's free resources; a job that is only "
+                        "slow is never stopped (default: 120; 0: never)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -53,19 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("actors", "threads", "batch_size", "top_k", "flush_rows"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            print(f"edge-classify-bulk: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return EXIT_USAGE
     return shell.run("edge-classify-bulk", lambda: _run(args),
                      interrupted="interrupted; finished parts are kept, run again to resume")
 
 
 def _run(args) -> int:
-    from ..classifier import Classifier
-    from ..engines.options import EngineOptions
+    from ..engines import loader
     from ..images.files import expand_inputs
+    from ..results import Producer
     from . import ray_bulk
 
     def say(msg: str) -> None:
@@ -76,14 +87,15 @@ def _run(args) -> int:
         print(f"edge-classify-bulk: warning: {msg}", file=sys.stderr, flush=True)
 
     model_path = args.model or str(default_model_path())
-    model = open(model_path, "rb").read() if os.path.isfile(model_path) else None
-    if model is None:
+    if not os.path.isfile(model_path):
         raise EdgeClassifyError(f"model {model_path} not found", hint="export one with `export-model`",
                                 exit_code=EXIT_MODEL)
-    local = Classifier(model, EngineOptions(engine="onnxruntime"))  # checks the model once, here
-    out = ray_bulk.ResultsDir(args.out, args.format)
     paths = ray_bulk.absolute_paths(expand_inputs(args.sources, warn))
-    done = out.done(local.model_sha256)
+    out = ray_bulk.ResultsDir(args.out, args.format)
+    # What the actors will load, refused here if it cannot be (an engine not installed, not a model):
+    options = flags.engine_options(args, images_hint=len(paths) or None, spinning=False)
+    contract, sha256 = loader.inspect(model_path, options)
+    done = out.done(sha256)
     todo = [p for p in paths if p not in done]
     missing = [p for p in todo if not os.path.isfile(p)]
     todo = [p for p in todo if os.path.isfile(p)]
@@ -94,8 +106,9 @@ def _run(args) -> int:
            if failed_before else "")
         + f", {len(todo)} to do" + (f", {len(missing)} missing" if missing else ""))
     failures = len(missing)
-    if missing:  # a row with the reason, like any other bad image
-        out.write(ray_bulk.failed_rows(missing, "no such file", local.producer))
+    if missing:  # a row with the reason, like any other bad image; no engine computed it
+        out.write(ray_bulk.failed_rows(missing, "no such file", Producer(sha256, contract.model.precision, None,
+                                                                          None, None)))
     if not todo:
         say("nothing left to classify")
         return EXIT_INPUTS_FAILED if failures else EXIT_OK
@@ -106,27 +119,55 @@ def _run(args) -> int:
                  logging_level="ERROR", configure_logging=True)
     ray.data.DataContext.get_current().enable_progress_bars = not args.quiet
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines; progress bars say it
-    cpus = ray.cluster_resources().get("CPU", 1)
-    actors = ray_bulk.plan_actors(cpus, args.threads, args.actors)
-    say(f"Ray cluster: {cpus:g} CPU(s); {actors} actor(s) x {args.threads} thread(s), batch {args.batch_size}")
+    nodes = ray_bulk.cluster_nodes()
+    plan = ray_bulk.plan_actors(nodes, args.threads, args.actors, ray_bulk.gpu_allowed(options))
+    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    say(f"Ray cluster: {len(nodes)} node(s), {total['CPU']:g} CPU(s)" + (f", {total['GPU']:g} GPU(s)"
+                                                                          if total["GPU"] else "")
+        + f"; {plan.describe()}, batch {args.batch_size}, engine {args.engine}")
     t0 = time.perf_counter()
-    results = ray_bulk.classify_dataset(ray_bulk.read_images(todo), model, top_k=args.top_k, actors=actors,
-                                        threads=args.threads, batch_size=args.batch_size)
+    results = ray_bulk.classify_dataset(ray_bulk.read_images(todo), model_path, top_k=args.top_k,
+                                        threads=args.threads, batch_size=args.batch_size, options=options, plan=plan)
+    stall_s = ray_bulk.STALL_S if args.stall_timeout is None else args.stall_timeout
+    watchdog = ray_bulk.Watchdog(stall_s, on_stall=lambda reason: _thread.interrupt_main())
+    if stall_s:
+        watchdog.start()
     pending: list[dict] = []
     classified = 0
-    for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
-        pending += ray_bulk.batch_rows(batch)
-        if len(pending) >= args.flush_rows:
-            classified += len(pending)
-            failures += sum(r.get("error") is not None for r in pending)
-            out.write(pending)
-            pending = []
-    classified += len(pending)
-    failures += sum(r.get("error") is not None for r in pending)
-    out.write(pending)
+    engines: dict[str, int] = {}
+
+    def flush() -> None:
+        nonlocal pending, classified, failures
+        classified += len(pending)
+        failures += sum(r.get("error") is not None for r in pending)
+        for r in pending:
+            if r.get("engine"):
+                key = f"{r['engine']} ({r['provider']}, {r['compute_precision']})"
+                engines[key] = engines.get(key, 0) + 1
+        out.write(pending)
+        pending = []
+
+    try:
+        for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
+            watchdog.progress()
+            pending += ray_bulk.batch_rows(batch)
+            if len(pending) >= args.flush_rows:
+                flush()
+    except KeyboardInterrupt:
+        if watchdog.reason is None:
+            raise
+        flush()  # every row that arrived is kept
+        raise EdgeClassifyError(f"the job is stalled: {watchdog.reason}",
+                                hint="the finished parts are kept and a rerun resumes; give the cluster nodes with "
+                                     f"more free CPUs, or ask for fewer --threads or --actors ({classified} image(s) "
+                                     "classified before it stalled)", exit_code=EXIT_STALLED) from None
+    finally:
+        watchdog.stop()
+    flush()
     took = time.perf_counter() - t0
     say(f"{classified} image(s) classified in {took:.1f} s ({classified / took if took else 0:.1f} img/s) on "
-        f"{actors} actor(s); {failures} failed (see their error column); results in {args.out}")
+        f"{plan.actors} actor(s); {failures} failed (see their error column); results in {args.out}")
+    say("computed by " + "; ".join(f"{k}: {n}" for k, n in sorted(engines.items())))
     return EXIT_INPUTS_FAILED if failures else EXIT_OK
 
 

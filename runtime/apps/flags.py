@@ -57,7 +57,10 @@ def count(suffixes: dict):
     return parse
 
 
-def add_engine_flags(p: argparse.ArgumentParser) -> None:
+def add_engine_flags(p: argparse.ArgumentParser, threads_default: int | None = None,
+                     threads_help: str = "intra-op threads (default: the engine's)") -> None:
+    """The engine flags. ``--threads`` is the one whose unit differs: a process's threads for
+    edge-classify and edge-serve, each actor's for edge-classify-bulk (which also decodes on them)."""
     from ..engines.providers import default_trt_cache_dir
 
     p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
@@ -73,17 +76,17 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                    help="arithmetic for an FP32 model: bf16 runs on the openvino engine on CPUs with native BF16; "
                         "auto uses BF16 only when the model's export measured its fidelity and it passed; "
                         "fp32 never lowers (default: auto)")
-    p.add_argument("--threads", type=positive_int, default=None, help="intra-op threads (default: the engine's)")
+    p.add_argument("--threads", type=positive_int, default=threads_default, help=threads_help)
     p.add_argument("--trt-cache", type=Path, default=None,
                    help=f"TensorRT engine cache directory (default: {default_trt_cache_dir()})")
     p.add_argument("--trt-fp32", action="store_true", help="keep TensorRT in FP32 (default: FP16 enabled)")
 
 
-def engine_options(args, images_hint: int | None = None):
+def engine_options(args, images_hint: int | None = None, spinning: bool = True):
     from ..engines.options import EngineOptions, TensorRTOptions
 
     return EngineOptions(engine=args.engine, providers=args.provider, device=args.device, precision=args.precision,
-                         threads=args.threads, images_hint=images_hint,
+                         threads=args.threads, images_hint=images_hint, spinning=spinning,
                          tensorrt=TensorRTOptions(cache_dir=args.trt_cache, fp16=not args.trt_fp32))
 
 

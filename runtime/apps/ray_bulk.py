@@ -29,6 +29,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -52,7 +53,7 @@ def parquet_schema():
     s, f64, i32 = pa.string(), pa.float64(), pa.int32()
     return pa.schema([
         ("path", s), ("path_base64", s), ("model_sha256", s), ("model_precision", s), ("compute_precision", s),
-        ("engine", s), ("provider", s), ("error", s),
+        ("engine", s), ("provider", s), ("host", s), ("node_id", s), ("error", s),
         ("predictions", pa.list_(struct(rank=i32, index=i32, wnid=s, label=s, probability=f64))),
         ("threshold", f64), ("labels_above_threshold", pa.list_(struct(index=i32, label=s, probability=f64))),
         ("scores", pa.map_(s, f64)),
@@ -62,21 +63,59 @@ def parquet_schema():
 
 
 class ClassifyBatch:
-    """``map_batches`` UDF: one Classifier per actor; a batch of ``{"path", "bytes"}`` in, result rows out."""
+    """``map_batches`` UDF: one Classifier per actor, loaded through the runtime's loader on the
+    actor's node, so ``--engine auto`` is measured there (once per kind of node, remembered in
+    that node's cache) and GPU providers are used where that node's are usable. A batch of
+    ``{"path", "bytes"}`` in, result rows out, each naming the node that computed it."""
 
-    def __init__(self, model: bytes, top_k: int = 5, threads: int = 1, batch_size: int = 16):
+    def __init__(self, model: bytes, model_path: str | None = None, options: EngineOptions | None = None,
+                 top_k: int = 3, batch_size: int = 8, threads: int = 1):
+        import socket
+
         from ..classifier import Classifier
 
-        options = EngineOptions(engine="onnxruntime", threads=threads, spinning=False)
-        self.clf = Classifier(model, options, batch_size=batch_size, decode_threads=threads)  # this actor's cores only
+        options = options or EngineOptions(threads=threads, spinning=False)
+        path = node_model(model, model_path)
+        self.clf = Classifier(path, options, batch_size=batch_size,
+                              decode_threads=options.threads or threads)  # this actor's cores only
         self.top_k = top_k
+        self.node = {"host": socket.gethostname(), "node_id": _node_id()}
 
     def __call__(self, batch: dict):
         import pyarrow as pa
 
         results = self.clf.classify(list(batch["bytes"]), top_k=self.top_k, errors="collect")
-        rows = [self.clf.row(_named(res, str(p))) for p, res in zip(batch["path"], results)]
+        rows = [self.clf.row(_named(res, str(p)), **self.node) for p, res in zip(batch["path"], results)]
         return pa.Table.from_pylist(rows, schema=parquet_schema())
+
+
+def node_model(data: bytes, path: str | None) -> str:
+    """A path to the model on this node, for the loader (which caches and measures per file,
+    not per byte string): the driver's path when this node sees the same file there, else a
+    copy in this node's edge-classify home, named by its sha256 and written once."""
+    import hashlib
+
+    from ..cache.paths import home
+
+    digest = hashlib.sha256(data).hexdigest()
+    if path and os.path.isfile(path) and os.path.getsize(path) == len(data):
+        with open(path, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() == digest:
+                return path
+    copy = home() / "bulk-models" / f"{digest}.onnx"
+    if not (copy.is_file() and copy.stat().st_size == len(data)):
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, copy)  # several actors of one node may race: each writes whole, one wins
+    return str(copy)
+
+
+def _node_id() -> str | None:
+    try:
+        return ray().get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (a test calling the UDF directly)
+        return None
 
 
 def _named(result: Classification, path: str) -> Classification:
@@ -99,28 +138,153 @@ def batch_rows(table) -> list[dict]:
 
 
 def failed_rows(paths: list[str], reason: str, producer: Producer) -> list[dict]:
-    """Rows for images that never reached an actor (a missing file): the reason in ``error``."""
-    return [row(Classification(p, error=reason), producer) for p in paths]
+    """Rows for images that never reached an actor (a missing file): the reason in ``error``, and
+    no engine fields (the producer's None ones are left out)."""
+    return [{k: v for k, v in row(Classification(p, error=reason), producer).items() if v is not None}
+            for p in paths]
 
 
-def plan_actors(cluster_cpus: float, threads: int, actors: int | None) -> int:
-    """Actors that fit the cluster's CPUs at ``threads`` each (at least one)."""
-    fit = max(1, int(cluster_cpus // max(1, threads)))
-    return fit if actors is None else max(1, min(actors, fit))
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many classifier actors, and what each asks Ray for."""
+
+    actors: int
+    threads: int  # intra-op and decoding threads of each actor
+    num_cpus: float
+    num_gpus: float = 0.0  # 0: CPU actors
+
+    def describe(self) -> str:
+        gpu = f", {self.num_gpus:g} GPU each" if self.num_gpus else ""
+        return f"{self.actors} actor(s) x {self.threads} thread(s){gpu}"
 
 
-def classify_dataset(ds, model: bytes | str | os.PathLike, *, top_k: int = 5, actors: int | None = None,
-                     threads: int = 1, batch_size: int = 16):
+def gpu_allowed(options: EngineOptions) -> bool:
+    """Whether the options let ONNX Runtime's GPU providers run (auto, cuda, tensorrt)."""
+    return (options.engine in ("auto", "onnxruntime") and options.device is None
+            and options.providers in ("auto", "cuda", "tensorrt"))
+
+
+def plan_actors(nodes: list[dict], threads: int, actors: int | None = None, gpu: bool = False) -> ActorPlan:
+    """The actors that fit ``nodes`` (each alive node's total resources, as ``ray.nodes()``
+    gives them), planned per node: an actor's ``threads`` CPUs must fit on one node, beside
+    the read tasks (``READ_CPUS``), whatever the shape (nodes of 1 CPU, a head without CPUs,
+    mixed sizes). With ``gpu`` and GPUs in the cluster, one actor per GPU (or a 1/k share
+    of one for ``actors`` above the GPU count), on nodes with the CPUs for it."""
+    cpu_fit = [int(n.get("CPU", 0) // threads + 1e-9) for n in nodes]
+    if not any(cpu_fit):
+        most = max((n.get("CPU", 0) for n in nodes), default=0)
+        raise EdgeClassifyError(f"--threads {threads}: no node of this cluster has {threads} CPU(s) for an actor "
+                                f"(the largest has {most:g})", hint=f"ask for --threads {max(1, int(most))} or fewer",
+                                exit_code=EXIT_USAGE)
+    gpus = [int(n.get("GPU", 0)) if fit else 0 for n, fit in zip(nodes, cpu_fit)]
+    if gpu and any(gpus):
+        share = max(1, -(-(actors or 0) // sum(gpus)))  # actors per GPU
+        fit = sum(min(g * share, c) for g, c in zip(gpus, cpu_fit) if g)
+        return ActorPlan(min(actors or fit, fit), threads, threads * ACTOR_CPU_SHARE, 1.0 / share)
+    fit = sum(cpu_fit)
+    return ActorPlan(min(actors or fit, fit), threads, threads * ACTOR_CPU_SHARE)
+
+
+def cluster_nodes() -> list[dict]:
+    return [n["Resources"] for n in ray().nodes() if n.get("Alive")]
+
+
+BATCHES_PER_CALL = 4  # inference batches per call of an actor: it decodes the next while one infers
+
+
+def classify_dataset(ds, model: bytes | str | os.PathLike, *, top_k: int = 3, actors: int | None = None,
+                     threads: int = 1, batch_size: int = 8, options: EngineOptions | None = None,
+                     plan: ActorPlan | None = None):
     """A ``ray.data.Dataset`` of ``{"path", "bytes"}`` rows (``read_binary_files(...,
-    include_paths=True)``) -> a Dataset of result rows (``parquet_schema``). For people already in Ray."""
-    r = ray()
+    include_paths=True)``) -> a Dataset of result rows (``parquet_schema``). For people already in
+    Ray. ``options``: the engine policy's (``EngineOptions``; default auto), ``threads`` per actor."""
+    path = None if isinstance(model, bytes) else os.path.abspath(model)
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
-    n = plan_actors(r.cluster_resources().get("CPU", 1), threads, actors)
+    options = replace(options or EngineOptions(), threads=threads, spinning=False)
+    plan = plan or plan_actors(cluster_nodes(), threads, actors, gpu_allowed(options))
     return ds.map_batches(
-        ClassifyBatch, fn_constructor_args=(data,), fn_constructor_kwargs={"top_k": top_k, "threads": threads,
-                                                                          "batch_size": batch_size},
-        compute=r.data.ActorPoolStrategy(size=n), num_cpus=threads * ACTOR_CPU_SHARE, batch_size=batch_size,
-        batch_format="numpy")
+        ClassifyBatch, fn_constructor_args=(data, path, options),
+        fn_constructor_kwargs={"top_k": top_k, "batch_size": batch_size, "threads": threads},
+        compute=ray().data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
+        batch_size=batch_size * BATCHES_PER_CALL, batch_format="numpy")
+
+
+STALL_S = 120.0  # no rows for this long, with demands no node can meet: the job cannot go on
+
+
+def unmet_demands(status) -> tuple[list[str], list[str]]:
+    """From Ray's cluster status (``autoscaler.v2.sdk.get_cluster_status``): the task and
+    actor demands that fit on no node's free resources (``{'CPU': 0.1} x 5``), and each node's
+    free CPUs and GPUs. A demand that fits somewhere is merely queued, not stuck."""
+    nodes = list(status.active_nodes) + list(status.idle_nodes)
+    free = [n.available_resources() for n in nodes]
+    unmet = []
+    for demand in status.resource_demands.ray_task_actor_demand:
+        for by_count in demand.bundles_by_count:
+            bundle = {k: v for k, v in by_count.bundle.items() if v}
+            if not any(all(f.get(k, 0) + 1e-9 >= v for k, v in bundle.items()) for f in free):
+                unmet.append(f"{bundle} x {by_count.count}")
+    shown = [f"node {n.node_id[:8]} ({n.ip_address}): " + ", ".join(
+        f"{f.get(k, 0):g}/{n.total_resources().get(k, 0):g} {k}" for k in ("CPU", "GPU")
+        if n.total_resources().get(k)) for n, f in zip(nodes, free)]
+    return unmet, shown
+
+
+class Watchdog:
+    """Watches a running job: rows arriving is progress. With no rows for ``stall_s`` and
+    demands that no node can meet, ``check`` returns why the job cannot go on (a job that is
+    only slow, a TensorRT engine building, is never stopped). ``status`` reads the cluster's
+    status (injected in tests); ``on_stall`` hears the reason, once."""
+
+    def __init__(self, stall_s: float = STALL_S, status=None, on_stall=None, clock=time.monotonic):
+        self.stall_s, self.status, self.on_stall, self.clock = stall_s, status or _cluster_status, on_stall, clock
+        self.last = clock()
+        self.reason: str | None = None
+        self._stop = None
+
+    def progress(self) -> None:
+        self.last = self.clock()
+
+    def check(self) -> str | None:
+        idle = self.clock() - self.last
+        if idle < self.stall_s:
+            return None
+        try:
+            unmet, nodes = unmet_demands(self.status())
+        except Exception:  # no status to judge by: keep waiting rather than stop a working job
+            return None
+        if not unmet:
+            return None
+        return (f"no results for {idle:.0f} s, and the cluster cannot schedule what the job needs: "
+                f"{'; '.join(unmet)} pending, free: {'; '.join(nodes) or 'no nodes'}")
+
+    def start(self, every_s: float | None = None) -> "Watchdog":
+        import threading
+
+        every_s = every_s or min(5.0, max(0.2, self.stall_s / 4))
+        self._stop = threading.Event()
+
+        def watch():
+            while not self._stop.wait(every_s):
+                reason = self.check()
+                if reason is not None:
+                    self.reason = reason
+                    if self.on_stall is not None:
+                        self.on_stall(reason)
+                    return
+
+        threading.Thread(target=watch, name="edge-classify-bulk-watchdog", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+
+def _cluster_status():
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    return get_cluster_status(ray().get_runtime_context().gcs_address)
 
 
 def read_images(paths: list[str]):

@@ -66,6 +66,17 @@ def load(model: str | os.PathLike | bytes, options: EngineOptions | None = None,
     return _Load(model, options or EngineOptions(), facts or MachineFacts(), measure_batch, on_status).run()
 
 
+def inspect(model: str | os.PathLike | bytes, options: EngineOptions | None = None,
+            facts: MachineFacts | None = None) -> tuple[ModelContract, str]:
+    """(contract, sha256) of ``model``, refusing what ``load`` would refuse before any engine
+    starts: an engine asked for that is not installed here, a missing file, a file that is not
+    an exported model. For a caller whose loads happen elsewhere (edge-classify-bulk's actors)
+    and who must fail fast here."""
+    one = _Load(model, options or EngineOptions(), facts or MachineFacts(), 8, None)
+    sha = one.sha256 if one.path is None else _digest(one.path, None)[1]
+    return _read_contract(one.source, one.name), sha
+
+
 class _Load:
     """One load's state: the source, its cache handle, the contract, the report so far."""
 
