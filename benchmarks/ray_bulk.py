@@ -1,6 +1,6 @@
 """Bulk on Ray Data against one process, on the same cores (a benchmark, not a test).
 
-    python -m edge_classify.benchmarks.ray_bulk --model m.onnx [--images 256] [--rounds 3] [-o bench-ray]
+    python -m edge_classify.benchmarks.ray_bulk --model m.onnx [--engine auto] [--images 256] [--rounds 3] [-o bench-ray]
 
 What is timed, per round and in rotating order, on one folder of distinct JPEGs (real photos
 re-encoded):
@@ -18,6 +18,10 @@ start-up), which is the rate a long job runs at. The overhead ratio is ``ray / s
 images/s in the same round (median and spread over rounds). The per-actor rate (images/s / actors) is what each further core adds on more nodes;
 the driver's cost of writing result rows (``driver_write_rows_per_s``) bounds the scaling from
 the other side, because ``edge-classify-bulk`` collects rows on the driver.
+
+Both sides run the engine policy's ``--engine`` (default ``auto``). ``auto`` is measured per
+thread count, so before the rounds the model is loaded until the choice has settled, for the
+one process's threads and for each actor's; the rows' ``engine`` column says what ran.
 
 Writes ``ray_bulk.json`` (every sample, the environment with lscpu) and ``ray_bulk.md``.
 """
@@ -40,29 +44,54 @@ from .stats import round_ratios, spread
 from .warm_bulk import _jpegs
 
 
-def _single(model: bytes, paths: list[str], threads: int, batch: int) -> float:
-    from edge_classify.runtime import Classifier, EngineOptions
+ENGINES_SEEN: dict[str, set] = {}  # configuration -> the engines its rows name
+
+
+def _options(engine: str, threads: int, spinning: bool = True):
+    """No ``images_hint``: the small jobs that the steady rate subtracts must run the same engine
+    (the CLIs give ONNX Runtime to runs of up to 16 images: policy.small_run)."""
+    from edge_classify.runtime import EngineOptions
+
+    return EngineOptions(engine=engine, threads=threads, spinning=spinning)
+
+
+def _settle(model: Path, engine: str, threads: int) -> str:
+    """Load until ``auto``'s measured choice for ``threads`` is settled (remembered); what it chose."""
+    from edge_classify.runtime import Classifier
+    from edge_classify.runtime.engines import policy
+
+    for _ in range(policy.SAMPLES):
+        clf = Classifier(model, _options(engine, threads))
+        if not clf.report.engine_choice.fresh:
+            break
+    return f"{clf.runner.engine}: {clf.report.engine_choice.reason}"
+
+
+def _single(model: Path, paths: list[str], threads: int, batch: int, engine: str) -> float:
+    from edge_classify.runtime import Classifier
 
     t0 = time.perf_counter()
-    clf = Classifier(model, EngineOptions(engine="onnxruntime", providers="cpu", threads=threads), batch_size=batch)
+    clf = Classifier(model, _options(engine, threads), batch_size=batch)
     results = clf.classify(paths, top_k=5, errors="collect")
     took = time.perf_counter() - t0
     if not all(r.ok for r in results):
         raise SystemExit("ray_bulk bench: an image failed in the single-process run")
+    ENGINES_SEEN.setdefault("single", set()).add(clf.runner.engine)
     return took
 
 
-def _ray(model: bytes, paths: list[str], actors: int, threads: int, batch: int) -> float:
+def _ray(model: Path, paths: list[str], actors: int, threads: int, batch: int, engine: str) -> float:
     from edge_classify.runtime.apps import ray_bulk
 
     t0 = time.perf_counter()
     ds = ray_bulk.classify_dataset(ray_bulk.read_images(paths), model, top_k=5, actors=actors, threads=threads,
-                                   batch_size=batch)
+                                   batch_size=batch, options=_options(engine, threads, False))
     rows = 0
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         rows += b.num_rows
         if any(e is not None for e in b.column("error").to_pylist()):
             raise SystemExit("ray_bulk bench: an image failed on Ray")
+        ENGINES_SEEN.setdefault(f"ray {actors}x{threads}", set()).update(b.column("engine").to_pylist())
     took = time.perf_counter() - t0
     if rows != len(paths):
         raise SystemExit(f"ray_bulk bench: {rows} rows for {len(paths)} images")
@@ -94,14 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, required=True, help="exported .onnx model (e.g. ResNet50 FP32)")
     p.add_argument("--images", type=int, default=256, help="distinct JPEGs per run (default 256)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; each times every configuration once (default 3)")
-    p.add_argument("--batch-size", type=int, default=16, help="inference batch, both paths (default 16)")
+    p.add_argument("--batch-size", type=int, default=8, help="inference batch, both paths (default 8, as the CLIs)")
+    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                   help="engine of both sides (default auto: the policy's measured choice)")
     p.add_argument("-o", "--out", type=Path, default=Path("bench-ray"), help="output folder (default bench-ray)")
     args = p.parse_args(argv)
 
     from edge_classify.runtime.apps import ray_bulk
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    model = args.model.read_bytes()
+    model = args.model.resolve()
     env = environment()
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-ray-"))
     try:
@@ -112,14 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         ray_init_s = time.perf_counter() - t0
         r.data.DataContext.get_current().enable_progress_bars = False
         b = args.batch_size
-        configs = {"single": lambda n: _single(model, paths[:n], cores, b)}
+        e = args.engine
+        configs = {"single": lambda n: _single(model, paths[:n], cores, b, e)}
         small = {"single": b}
         shapes = sorted({(cores, 1), (1, cores)} | ({(cores // 2, 2)} if cores >= 4 else set()))
         for actors, threads in shapes:
-            configs[f"ray {actors}x{threads}"] = lambda n, a=actors, t=threads: _ray(model, paths[:n], a, t, b)
+            configs[f"ray {actors}x{threads}"] = lambda n, a=actors, t=threads: _ray(model, paths[:n], a, t, b, e)
             small[f"ray {actors}x{threads}"] = b * actors
-        print(f"ray_bulk bench: {args.images} JPEGs, {cores} cores, Ray started in {ray_init_s:.1f} s; warm-up",
-              file=sys.stderr)
+        choices = {t: _settle(model, e, t) for t in sorted({cores} | {t for _, t in shapes})}
+        print(f"ray_bulk bench: {args.images} JPEGs, {cores} cores, Ray started in {ray_init_s:.1f} s; engine "
+              f"{e}: " + "; ".join(f"{t} thread(s): {c}" for t, c in choices.items()) + "; warm-up", file=sys.stderr)
         for fn in configs.values():  # files in the page cache, ORT's code paths touched
             fn(len(paths))
         times: dict[str, list[float]] = {k: [] for k in configs}
@@ -150,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             row["ray_over_single_steady"] = round_ratios(steady[name], steady["single"])
         rows[name] = row
     write_rate = _driver_write_rate()
+    for name, seen in ENGINES_SEEN.items():
+        rows[name]["engines"] = sorted(seen)
     report = {"images": args.images, "batch_size": args.batch_size, "rounds": args.rounds, "cores": cores,
+              "engine": args.engine, "engine_choices": {str(t): c for t, c in choices.items()},
               "model": str(args.model), "ray_init_s": ray_init_s, "driver_write_rows_per_s": write_rate,
               "ray_version": r.__version__, "rows": rows, "environment": env}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -166,17 +202,18 @@ def _markdown(rep: dict) -> str:
     lines = [f"# Ray Data bulk vs one process: {rep['images']} JPEGs, batch {rep['batch_size']}, "
              f"{rep['rounds']} rounds", "",
              f"CPU: {env['cpu']} ({rep['cores']} usable cores; flags: {flags}); Ray {rep['ray_version']}; "
-             f"model {Path(rep['model']).name}", "",
+             f"model {Path(rep['model']).name}; engine {rep['engine']}: "
+             + "; ".join(f"{t} thread(s): {c}" for t, c in rep["engine_choices"].items()), "",
              "Whole job: model load(s) + read + decode + inference + rows back to the driver. Steady: "
              "(N - n_small) / (t_N - t_small) with a one-batch-per-actor job, which leaves out start-up. Medians over rounds (min-max); ratios per round.", "",
-             "| run | whole job img/s | Ray / single | steady img/s | Ray / single | steady per actor |",
-             "|---|---|---|---|---|---|"]
+             "| run | engine | whole job img/s | Ray / single | steady img/s | Ray / single | steady per actor |",
+             "|---|---|---|---|---|---|---|"]
 
     def cell(s: dict | None, fmt: str) -> str:
         return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})" if s else "-"
 
     for name, row in rep["rows"].items():
-        lines.append(f"| {name} | {cell(row['images_per_s'], '.1f')} | {cell(row.get('ray_over_single'), '.2f')} | "
+        lines.append(f"| {name} | {', '.join(row.get('engines', []))} | {cell(row['images_per_s'], '.1f')} | {cell(row.get('ray_over_single'), '.2f')} | "
                      f"{cell(row['steady_images_per_s'], '.1f')} | {cell(row.get('ray_over_single_steady'), '.2f')} | "
                      + (f"{row['per_actor_steady_images_per_s']:.1f} |" if "actors" in row else "- |"))
     lines += ["", f"Ray instance start: {rep['ray_init_s']:.1f} s (once per job with a local instance; "
