@@ -14,6 +14,11 @@ BF16 writes no file of its own: it is a way to run the FP32 file (OpenVINO's bf1
 CPU with native BF16). ``bf16=True`` measures its fidelity against the FP32 model and
 stores the figure in the FP32 model's contract (``parity["bf16"]``), which is what lets the
 runtime run BF16 at all (``runtime/policy.compute_precision``).
+
+Fast decode (big JPEGs decoded at 1/2-1/8 scale) is measured in the verify stage on the FP32
+model, against exact decoding on camera-size versions of the photos (fast_decode.py); every
+file written carries the figure as ``parity["fast_decode"]``, which is what lets the
+runtime's ``--decode auto`` use it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from edge_classify.runtime.images.files import images_in
 from edge_classify.runtime.model.compare import compare
 from edge_classify.runtime.model.contract import LabelSet, ModelContract, ModelInfo
 
-from . import convert, graph_passes, keras_model, partials, quantize, sources, user_model, verify
+from . import convert, fast_decode, graph_passes, keras_model, partials, quantize, sources, user_model, verify
 from . import labels as label_files
 from . import precision as choose_precision
 from .formats import FORMATS, TargetFormat
@@ -215,6 +220,7 @@ class _Export:
         self.fp32_holdout = None
         self.bf16_figure = None
         self.selection = None
+        self.fast_decode_figure = None
 
     def run(self) -> ExportResult:
         req, prog = self.req, self.prog
@@ -236,7 +242,8 @@ class _Export:
             with prog.stage(fmt.stage, fmt.what):
                 _STAGES[fmt.name](self)
         with prog.stage("verify against Keras",
-                        f"{len(self.images)} real photos, {'/'.join(f.name for f in self.keras_formats)}"):
+                        f"{len(self.images)} real photos, {'/'.join(f.name for f in self.keras_formats)}; "
+                        "fast decode on camera-size versions"):
             self._verify()
         for fmt in self.fp32_formats:
             with prog.stage(fmt.stage, self._detail(fmt)):
@@ -313,6 +320,8 @@ class _Export:
         s = self.settled
         info = ModelInfo(self.result.name, precision, convert.INPUT_NAME, convert.OUTPUT_NAME, s.output,
                          len(s.labels), self.req.static_batch, s.head, s.threshold)
+        if parity is not None and self.fast_decode_figure is not None:
+            parity = {**parity, "fast_decode": self.fast_decode_figure}
         return ModelContract(s.preprocess, s.labels, info, prov or self.provenance, parity)
 
     def _verify(self) -> None:
@@ -328,6 +337,8 @@ class _Export:
             clf = Classifier(proto.SerializeToString(), ON_CPU)
             report = verify.check(s.reference, clf.predict(images), fmt.name)
             self.prog.say(f"{fmt.name}: {report.summary()} [{'ok' if report.passed else 'FAILED'}]")
+            if fmt.name == "fp32" and report.passed:
+                self._fast_decode(clf)
             parity = {"reference": "keras load_img + img_to_array + preprocessing + predict"
                                    + (" (tf.image.resize bilinear)" if s.preprocess.resize == "bilinear" else ""),
                       "image_files": [p.name for p in images], **report.to_dict(),
@@ -347,6 +358,22 @@ class _Export:
                 hint="this is a conversion problem; try another --opset, and report it with the numbers above",
                 exit_code=EXIT_PARITY,
             )
+
+    def _fast_decode(self, clf) -> None:
+        """Fast decode's figure (fast_decode.py), measured on the FP32 model; later contracts
+        carry it (``_contract``). A failure to measure only leaves the figure out."""
+        photos = list(self.images) + (list(self.calib_set.holdout) if self.calib_set else [])
+        try:
+            figure = fast_decode.measure(clf.run, self.settled.preprocess, photos)
+        except Exception as exc:  # never an export failure: without a figure, auto decodes exactly
+            self.prog.say(f"fast decode: not measured ({type(exc).__name__}: {first_line(exc)}); "
+                          "--decode auto will decode exactly")
+            return
+        if figure is None:
+            self.prog.say("fast decode: no camera size fits this input size; --decode auto will decode exactly")
+            return
+        self.fast_decode_figure = {**figure, "model": "fp32"}
+        self.prog.say(fast_decode.describe(figure) + f" ({figure['seconds']:.1f} s)")
 
     def _int8(self) -> None:
         """The INT8 candidate, gated on top-1 agreement with FP32 on held-out photos."""

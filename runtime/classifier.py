@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from .engines.options import EngineOptions
 from .engines.runners import Runner
 from .errors import EXIT_USAGE, EdgeClassifyError, InputError
 from .host.facts import MachineFacts
-from .images import codec_messages, decode_pool, preprocess
+from .images import codec_messages, decode_pool, fast_decode, preprocess
 from .images.preprocess import DEFAULT_DECODE, DecodeOptions, ImageInput
 from .model import heads
 from .model.compare import topk_indices
@@ -38,7 +39,9 @@ class Classifier:
     ``threshold``: for a multi-label model, the score above which a label counts (default:
     the one exported with it, else 0.5). ``decode_threads``: threads decoding files ahead of
     inference (default: the cores, at most 4); a process sharing the machine with others (a
-    Ray actor) gives its own share. ``facts``: the machine, when not this one (tests).
+    Ray actor) gives its own share. ``decode.decode="auto"`` is resolved here against the
+    model's evidence (images/fast_decode.py): ``decode_options`` holds ``exact`` or ``fast``,
+    ``decode_reason`` says why. ``facts``: the machine, when not this one (tests).
     ``on_status``: hears of long one-time steps (a TensorRT engine build, before and after);
     the library prints nothing itself. What loading decided and why is ``report``.
     """
@@ -75,7 +78,8 @@ class Classifier:
                decode_threads: int | None) -> None:
         self.contract, self.runner, self.report = loaded.contract, loaded.runner, loaded.report
         self.model_sha256, self.model_path = loaded.model_sha256, loaded.model_path
-        self.batch_size, self.decode_options = batch_size, decode
+        mode, self.decode_reason = fast_decode.choose(decode.decode, (self.contract.parity or {}).get("fast_decode"))
+        self.batch_size, self.decode_options = batch_size, replace(decode, decode=mode)
         m = self.contract.model
         self.threshold = None
         if m.multi_label:  # the caller's, else the one exported with the model, else 0.5
@@ -151,7 +155,7 @@ class Classifier:
             rows = iter(probs if probs is not None else ())
             for it in items:
                 res = Classification(it.source, error=it.error, notes=it.notes) if it.error is not None else \
-                    self.classification(it.source, next(rows), top_k, notes=it.notes, timings_ms={
+                    self.classification(it.source, next(rows), top_k, notes=it.notes, decode=it.decode, timings_ms={
                         "decode": round(it.decode_ms, 3), "normalize": round(t_norm, 3),
                         "inference": round(t_inf, 3), "batch": len(good)})
                 if res.error is not None and errors == "raise":
@@ -159,7 +163,7 @@ class Classifier:
                 yield res
 
     def classification(self, source: str, p: np.ndarray, top_k: int, *, timings_ms: dict | None = None,
-                       notes: list[str] | None = None) -> Classification:
+                       notes: list[str] | None = None, decode: str | None = None) -> Classification:
         """One image's probabilities (a row of ``run``'s output) -> its ``Classification``: the
         top ``top_k`` and, for a multi-label model, every label against the threshold. Whoever
         ran the batch (this class, a server's batcher) names the image by ``source``."""
@@ -168,7 +172,7 @@ class Classifier:
                                                  "image", notes=list(notes or ()))
         top_k = max(1, min(top_k, len(self.labels)))
         return Classification(source, self._top(p, top_k), **self._multi_label(p), timings_ms=dict(timings_ms or {}),
-                              notes=list(notes or ()))
+                              notes=list(notes or ()), decode=decode)
 
     def _multi_label(self, p: np.ndarray) -> dict:
         if self.threshold is None:

@@ -12,8 +12,10 @@ write it, so a field means the same thing everywhere (README: Output rows). Fiel
   "OpenVINO <device>")
 - ``predictions``: the top-k as ``{rank, index, wnid, label, probability}``; multi-label
   models add ``threshold``, ``labels_above_threshold`` and every label's ``scores``
-- ``timings_ms`` (decode, normalize, inference, batch), ``notes`` (what the decoder said of
-  an image it still classified), or ``error`` (why this input has no predictions)
+- ``timings_ms`` (decode, normalize, inference, batch), ``decode`` (which decode ran:
+  ``exact``, or ``fast 1/2`` / ``1/4`` / ``1/8`` for a big JPEG decoded at reduced scale;
+  absent for decoded arrays and frames), ``notes`` (what the decoder said of an image it
+  still classified), or ``error`` (why this input has no predictions)
 - frames add ``source``, ``frame``, ``timestamp_ms`` and ``dropped`` (``frame_fields``)
 """
 
@@ -43,6 +45,7 @@ class Classification:
     scores: dict[str, float] | None = None
     positive: list[Prediction] | None = None
     threshold: float | None = None
+    decode: str | None = None  # which decode ran (images/fast_decode.py: label); None for arrays
 
     @property
     def ok(self) -> bool:
@@ -85,6 +88,8 @@ def row(result: Classification, producer: Producer, **extra) -> dict:
                 {"index": p.index, "label": p.label, "probability": p.probability} for p in result.positive]
             out["scores"] = result.scores
         out["timings_ms"] = result.timings_ms
+        if result.decode is not None:
+            out["decode"] = result.decode
     if result.notes:
         out["notes"] = result.notes
     out.update(extra)

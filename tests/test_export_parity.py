@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import keras_pipeline
 from edge_classify.runtime import Classifier, EngineOptions
+from edge_classify.runtime.images.preprocess import DecodeOptions
 from edge_classify.runtime.model.compare import topk_indices
 
 
@@ -80,6 +81,22 @@ def test_metadata_contract(exported, standin):
             continue
         assert c.parity["reference"].startswith("keras") and c.parity["passed"] and c.parity["images"] >= 4
         assert c.parity["max_abs_diff"] < (1e-4 if precision == "fp32" else 5e-2)
+
+
+def test_every_file_carries_the_fast_decode_figure(exported):
+    """Measured once on FP32 in the verify stage (export/fast_decode.py), carried by every file;
+    ``auto`` decides from it (the stand-in's near-flat probabilities may well fail the bar)."""
+    from edge_classify.runtime.images import fast_decode
+
+    figures = []
+    for path in exported.values():
+        clf = Classifier(path, EngineOptions(providers="cpu"), decode=DecodeOptions(decode="auto"))
+        f = clf.contract.parity["fast_decode"]
+        assert f["model"] == "fp32" and f["margin"] == fast_decode.MARGIN
+        assert set(f["scales"]) == {"fast 1/2", "fast 1/4", "fast 1/8"} and f["images"] >= 12
+        assert clf.decode_options.decode == ("fast" if fast_decode.passes(f)[0] else "exact")
+        figures.append(f)
+    assert all(f == figures[0] for f in figures)
 
 
 def test_classify_returns_typed_predictions(exported, photos, keras_probs, parity_images):

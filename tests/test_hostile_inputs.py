@@ -468,14 +468,14 @@ def test_internal_error_has_its_own_exit_code_and_saves_the_traceback(tiny, phot
 def test_a_failing_decoder_of_any_type_is_one_image_error(tiny, photos, monkeypatch):
     from edge_classify.runtime.images import preprocess
 
-    real = preprocess.load_with_notes
+    real = preprocess.load_decoded
 
-    def flaky(source, options):
+    def flaky(source, options, target=None):
         if str(source).endswith("coffee.png"):
             raise ValueError("decoder exploded")
-        return real(source, options)
+        return real(source, options, target)
 
-    monkeypatch.setattr(preprocess, "load_with_notes", flaky)
+    monkeypatch.setattr(preprocess, "load_decoded", flaky)
     res = Classifier(tiny, EngineOptions(providers="cpu")).classify(photos[:4], errors="collect")
     assert [r.ok for r in res] == [True, True, False, True]
     assert "ValueError: decoder exploded" in res[2].error

@@ -224,6 +224,8 @@ def _render_report(clf, model, auto: bool, info, warn) -> None:
             warn(line)
     for line in report.notes:
         info(line)
+    if clf.decode_options.decode == "fast" or "fast_decode" in (clf.contract.parity or {}):
+        info(f"decode: {clf.decode_options.decode} ({clf.decode_reason})")
 
 
 def _is_stream(arg: str) -> bool:

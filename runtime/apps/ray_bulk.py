@@ -57,7 +57,7 @@ def parquet_schema():
         ("predictions", pa.list_(struct(rank=i32, index=i32, wnid=s, label=s, probability=f64))),
         ("threshold", f64), ("labels_above_threshold", pa.list_(struct(index=i32, label=s, probability=f64))),
         ("scores", pa.map_(s, f64)),
-        ("timings_ms", struct(decode=f64, normalize=f64, inference=f64, batch=i32)),
+        ("timings_ms", struct(decode=f64, normalize=f64, inference=f64, batch=i32)), ("decode", s),
         ("notes", pa.list_(s)),
     ])
 

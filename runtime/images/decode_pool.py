@@ -26,6 +26,7 @@ class Prepared:
     error: str | None = None
     decode_ms: float = 0.0
     notes: list[str] = field(default_factory=list)  # what the decoder said of an image it still decoded
+    decode: str | None = None  # which decode ran: "exact", "fast 1/N"; None for arrays (preprocess.Decoded)
 
 
 def default_threads() -> int:
@@ -39,15 +40,15 @@ def prepare(source: ImageInput, spec: PreprocessSpec, options: DecodeOptions) ->
     name = preprocess.describe(source)
     t0 = time.perf_counter()
     try:
-        img, notes = preprocess.load_with_notes(source, options)
-        img = preprocess.resize(img, spec)
+        d = preprocess.load_decoded(source, options, spec.input_size)
+        img = preprocess.resize(d.image, spec)
     except InputError as exc:
         return Prepared(name, None, exc.message)
     except MemoryError:
         return Prepared(name, None, "out of memory while decoding this image")
     except Exception as exc:  # nothing one image does may end the run: a bug, reported per image
         return Prepared(name, None, f"internal error while decoding: {type(exc).__name__}: {first_line(exc)}")
-    return Prepared(name, img, None, (time.perf_counter() - t0) * 1e3, notes)
+    return Prepared(name, img, None, (time.perf_counter() - t0) * 1e3, d.notes, d.decode)
 
 
 def batches(sources: Iterator[ImageInput], spec: PreprocessSpec, options: DecodeOptions, batch_size: int,

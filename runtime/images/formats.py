@@ -223,6 +223,50 @@ def _jpeg_header(buf) -> Header:
     raise FormatError("truncated JPEG header: the data ends before the frame (SOF) marker")
 
 
+_APP1 = 0xE1
+_ORIENTATION_TAG = 0x0112
+
+
+def jpeg_orientation(data: bytes | bytearray | memoryview) -> int:
+    """The EXIF orientation (1-8) a JPEG's APP1 segment declares before its first scan; 1
+    when there is none or it cannot be read (never raises).
+
+    Only what the fast decode's scale choice needs (orientations 5-8 swap width and height);
+    the decoder applies the orientation itself, and the caller checks the decoded size.
+    """
+    buf = _view(data)
+    try:
+        for marker, start, end in _jpeg_segments(buf):
+            if marker == _SOS or marker == _EOI:
+                return 1
+            if marker != _APP1 or bytes(buf[start:start + 6]) != b"Exif\x00\x00":
+                continue
+            tiff = start + 6
+            order = bytes(buf[tiff:tiff + 2])
+            if order not in (b"II", b"MM"):
+                return 1
+            e = "<" if order == b"II" else ">"
+            if tiff + 8 > end:
+                return 1
+            (ifd,) = struct.unpack_from(e + "I", buf, tiff + 4)
+            at = tiff + ifd
+            if ifd < 8 or at + 2 > end:
+                return 1
+            (count,) = struct.unpack_from(e + "H", buf, at)
+            for i in range(min(count, 512)):  # IFD0 of a real photo has a dozen entries
+                entry = at + 2 + 12 * i
+                if entry + 12 > end:
+                    return 1
+                tag, kind, n = struct.unpack_from(e + "HHI", buf, entry)
+                if tag == _ORIENTATION_TAG:
+                    (value,) = struct.unpack_from(e + "H", buf, entry + 8)
+                    return value if kind == 3 and n == 1 and 1 <= value <= 8 else 1
+            return 1
+    except (FormatError, struct.error):
+        return 1
+    return 1
+
+
 def _jpeg_first_scan_end(buf) -> int:
     """Offset just past the first SOS segment's header, where entropy-coded data starts."""
     for marker, _start, end in _jpeg_segments(buf):

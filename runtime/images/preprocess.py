@@ -36,6 +36,8 @@ Where Keras' path has quirks, the defaults and their switches (``DecodeOptions``
 * CMYK JPEG: OpenCV and PIL convert CMYK to RGB with different rounding (OpenCV divides
   by 256, PIL by 255), so channels differ by at most 1 level; OpenCV does not expose the
   raw CMYK planes to do otherwise. Accepted and tested (max difference 1).
+* Big JPEGs: ``decode="fast"`` decodes them at 1/2, 1/4 or 1/8 scale in the DCT domain
+  (not Keras' pixels; chosen on evidence with ``auto``): see fast_decode.py.
 
 Every encoded image reaches OpenCV through ``safe_decode.imdecode`` (format allow-list,
 pixel and file-size caps, corrupt-data detection); this module only decides the flags.
@@ -52,7 +54,7 @@ import numpy as np
 from ..errors import InputError
 from ..host import deps
 from ..model.contract import PreprocessSpec
-from . import safe_decode
+from . import fast_decode, formats, safe_decode
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
@@ -66,8 +68,13 @@ class DecodeOptions:
     max_pixels: int = safe_decode.DEFAULT_MAX_PIXELS  # declared width x height, checked before decoding
     max_file_bytes: int = safe_decode.DEFAULT_MAX_FILE_BYTES
     allow_corrupt: bool = False  # classify images the codec reports as partly decoded (with a note)
+    # exact | fast | auto (fast_decode.py). The library decodes exactly unless told; the
+    # command lines default to auto, which a Classifier resolves against its model's evidence.
+    decode: str = "exact"
 
     def __post_init__(self):
+        if self.decode not in fast_decode.MODES:
+            raise ValueError(f"decode must be one of {fast_decode.MODES}")
         if self.sixteen_bit not in ("scale", "clip"):
             raise ValueError("sixteen_bit must be 'scale' or 'clip'")
         if self.array_color_order not in ("RGB", "BGR"):
@@ -96,9 +103,18 @@ def read_bytes(path: str | os.PathLike, options: DecodeOptions = DEFAULT_DECODE)
     return safe_decode.read_file(path, options.max_file_bytes)
 
 
-def decode_with_notes(data: bytes | bytearray | memoryview,
-                      options: DecodeOptions = DEFAULT_DECODE) -> tuple[np.ndarray, list[str]]:
-    """Encoded image bytes -> (uint8 HxWx3 BGR as Keras' ``load_img`` sees the pixels, codec notes)."""
+@dataclass(frozen=True)
+class Decoded:
+    image: np.ndarray  # uint8 HxWx3 BGR
+    notes: list[str]  # what the codec said of an image it still decoded
+    decode: str | None  # which decode ran: "exact" or "fast 1/N" (fast_decode.label); None for arrays
+
+
+def decode_at(data: bytes | bytearray | memoryview, options: DecodeOptions = DEFAULT_DECODE,
+              target: tuple[int, int] | None = None) -> Decoded:
+    """Encoded image bytes -> ``Decoded``. Exact (as Keras' ``load_img`` sees the pixels)
+    unless ``options.decode == "fast"``, the image is a JPEG and ``target`` (the model's
+    input (height, width)) fits at least twice into it (fast_decode.scale_for)."""
     cv2 = deps.cv2()
     if len(data) == 0:
         raise InputError("empty input")
@@ -111,11 +127,44 @@ def decode_with_notes(data: bytes | bytearray | memoryview,
         if raw.dtype == np.uint16 and (raw.ndim == 2 or raw.shape[2] == 1):
             # PIL's I;16 -> RGB conversion saturates at 255 (what Keras sees).
             gray = np.minimum(raw.reshape(raw.shape[:2]), 255).astype(np.uint8)
-            return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), notes
-    flags = cv2.IMREAD_COLOR
-    if not options.exif_orientation:
-        flags |= cv2.IMREAD_IGNORE_ORIENTATION
-    return guarded(flags)
+            return Decoded(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), notes, "exact")
+    orient = 0 if options.exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION
+    scale = _fast_scale(data, options, target)
+    if scale > 1:
+        # The same guarded path (format allow-list, pixel cap on the declared size, the
+        # pixel budget, corrupt-data detection: libjpeg still reads every scan), only the
+        # inverse DCT is scaled.
+        img, notes = guarded(_REDUCED[scale] | orient)
+        if img.shape[0] >= target[0] and img.shape[1] >= target[1]:
+            return Decoded(img, notes, fast_decode.label(scale))
+        # Smaller than planned: an EXIF orientation read differently from OpenCV. Exact then.
+    img, notes = guarded(cv2.IMREAD_COLOR | orient)
+    return Decoded(img, notes, "exact")
+
+
+# OpenCV's flags for libjpeg's DCT scaling (IMREAD_REDUCED_COLOR_N; values fixed in its API).
+_REDUCED = {2: 17, 4: 33, 8: 65}
+
+
+def _fast_scale(data, options: DecodeOptions, target: tuple[int, int] | None) -> int:
+    """1 (exact) or the DCT scale a fast decode of ``data`` uses."""
+    if options.decode != "fast" or target is None or bytes(data[:3]) != b"\xff\xd8\xff":
+        return 1
+    try:
+        header = formats.read_header(data)
+    except formats.FormatError:
+        return 1  # the exact path refuses it, with the reason
+    if header.format != "JPEG":
+        return 1
+    orientation = formats.jpeg_orientation(data) if options.exif_orientation else 1
+    return fast_decode.scale_for(header.width, header.height, target, orientation)
+
+
+def decode_with_notes(data: bytes | bytearray | memoryview,
+                      options: DecodeOptions = DEFAULT_DECODE) -> tuple[np.ndarray, list[str]]:
+    """Encoded image bytes -> (uint8 HxWx3 BGR as Keras' ``load_img`` sees the pixels, codec notes)."""
+    d = decode_at(data, options)
+    return d.image, d.notes
 
 
 def decode(data: bytes | bytearray | memoryview, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:
@@ -147,15 +196,23 @@ def from_array(arr: np.ndarray, options: DecodeOptions = DEFAULT_DECODE) -> np.n
     return np.ascontiguousarray(arr)
 
 
+def load_decoded(source: ImageInput, options: DecodeOptions = DEFAULT_DECODE,
+                 target: tuple[int, int] | None = None) -> Decoded:
+    """Any supported input (path, encoded bytes, array) -> ``Decoded``: at native size, or
+    reduced toward ``target`` (the model's input (height, width)) by a fast decode."""
+    if isinstance(source, np.ndarray):
+        return Decoded(from_array(source, options), [], None)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_at(source, options, target)
+    if isinstance(source, (str, os.PathLike)):
+        return decode_at(read_bytes(source, options), options, target)
+    raise InputError(f"unsupported input type {type(source).__name__}")
+
+
 def load_with_notes(source: ImageInput, options: DecodeOptions = DEFAULT_DECODE) -> tuple[np.ndarray, list[str]]:
     """Any supported input (path, encoded bytes, array) -> (uint8 HxWx3 BGR at native size, codec notes)."""
-    if isinstance(source, np.ndarray):
-        return from_array(source, options), []
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return decode_with_notes(source, options)
-    if isinstance(source, (str, os.PathLike)):
-        return decode_with_notes(read_bytes(source, options), options)
-    raise InputError(f"unsupported input type {type(source).__name__}")
+    d = load_decoded(source, options)
+    return d.image, d.notes
 
 
 def load(source: ImageInput, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:
@@ -228,7 +285,7 @@ def _resize_bilinear_tf(img: np.ndarray, h: int, w: int) -> np.ndarray:
 def prepare(source: ImageInput, spec: PreprocessSpec, options: DecodeOptions = DEFAULT_DECODE) -> np.ndarray:
     """Input -> HxWx3 BGR at the model's input size (the part that runs per image):
     uint8 for ``resize="nearest"``, float32 for ``"bilinear"`` (see ``resize``)."""
-    return resize(load(source, options), spec)
+    return resize(load_decoded(source, options, spec.input_size).image, spec)
 
 
 def normalize(batch_bgr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

@@ -215,7 +215,8 @@ def build_app(service: Service, *, access_log=None, tls: bool = False):
             elif isinstance(r, BaseException):
                 raise HTTPError(500, f"{r}")
             else:
-                res = m.clf.classification(fname, r.probabilities, top_k, timings_ms=r.timings_ms, notes=r.notes)
+                res = m.clf.classification(fname, r.probabilities, top_k, timings_ms=r.timings_ms, notes=r.notes,
+                                           decode=r.decode)
                 metrics.images.labels(m.name).inc()
             rows.append(m.clf.row(res))
         if multipart:

@@ -44,6 +44,7 @@ class Scored:
     probabilities: np.ndarray
     timings_ms: dict
     notes: list[str] = field(default_factory=list)
+    decode: str | None = None  # which decode ran (images/fast_decode.py); None for tensors
 
 
 @dataclass
@@ -53,6 +54,7 @@ class _Item:
     deadline: float  # time.perf_counter() past which it is not run
     decode_ms: float = 0.0
     notes: list[str] = field(default_factory=list)
+    decode: str | None = None
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -125,7 +127,7 @@ class Batcher:
                     _fail(f, InputError(p.error))
                 else:
                     x = preprocess.normalize(p.image[None], self.spec)[0]
-                    item = _Item(x, f, deadline, p.decode_ms, p.notes)
+                    item = _Item(x, f, deadline, p.decode_ms, p.notes, p.decode)
         except Exception as exc:  # never lose a future: a bug here is this image's 500
             _fail(f, exc)
         finally:
@@ -176,7 +178,7 @@ class Batcher:
             for it, p in zip(items, probs):
                 timings = {"decode": round(it.decode_ms, 3), "queue": round((t0 - it.queued) * 1e3, 3),
                            "inference": round(t_inf, 3), "batch": len(items)}
-                it.future.set_result(Scored(p, timings, it.notes))
+                it.future.set_result(Scored(p, timings, it.notes, it.decode))
 
     def close(self, timeout: float | None = None) -> None:
         """Answer what is queued, then stop the inference thread."""

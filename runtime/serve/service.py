@@ -178,7 +178,7 @@ class Service:
                 return
             metrics = self.metrics
             m.batcher = Batcher(clf, max_batch=max_batch, max_delay_s=self.opts.max_delay_ms / 1e3,
-                                max_queue=self.opts.max_queue, decode_pool_=self.pool, decode=self.opts.decode,
+                                max_queue=self.opts.max_queue, decode_pool_=self.pool, decode=clf.decode_options,
                                 on_batch=lambda n, name=m.name: metrics.batch.labels(name).observe(n))
             metrics.queue.labels(m.name).set_function(lambda b=m.batcher: b.depth)
             m.load_s = time.perf_counter() - t0
