@@ -122,8 +122,28 @@ def test_default_settings_give_edge_classify_s_rows(cluster, archive, model, tmp
     assert sorted(got) == sorted(want) and len(got) == 12
     for path, row in got.items():
         assert row["predictions"] == want[path]["predictions"], path
-        assert (row["engine"], row["provider"], row["compute_precision"]) == (
-            want[path]["engine"], want[path]["provider"], want[path]["compute_precision"])
+        assert (row["engine"], row["provider"], row["compute_precision"], row["decode"]) == (
+            want[path]["engine"], want[path]["provider"], want[path]["compute_precision"], want[path]["decode"])
+
+
+def test_the_decoder_flags_reach_the_actors(cluster, archive, model, tmp_path):
+    """--decode fast: the crops' JPEGs (4x the model's 64 px or more) decode at reduced scale on
+    the actors, as a Classifier with the same options decodes them; PNGs stay exact."""
+    from edge_classify.runtime.images.preprocess import DecodeOptions
+
+    images = [p for p in archive if p.name not in BAD][:16]
+    local = Classifier(model, EngineOptions(engine="onnxruntime", threads=1), decode=DecodeOptions(decode="fast"))
+    want = {str(p): local.row(r) for p, r in zip(images, local.classify(images, top_k=3))}
+    proc = _bulk(*images, "--out", tmp_path / "o", "--model", model, "--ray-address", cluster, "--engine",
+                 "onnxruntime", "--decode", "fast", "-q")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    got = {r["path"]: r for r in ray_bulk.ResultsDir(tmp_path / "o").rows()}
+    assert sorted(got) == sorted(want)
+    assert {r["decode"] for p, r in got.items() if p.endswith(".png")} == {"exact"}
+    assert all(r["decode"].startswith("fast 1/") for p, r in got.items() if p.endswith(".jpg"))
+    for path, row in got.items():
+        assert (row["decode"], row["predictions"]) == (want[path]["decode"], want[path]["predictions"]), path
 
 
 def test_an_engine_that_is_not_installed_is_refused_before_ray_starts(tmp_path, monkeypatch, capsys):

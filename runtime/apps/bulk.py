@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_engine_flags(p, threads_default=1, threads_help="threads of each actor, for inference and for "
                                                              "decoding; an actor asks Ray for as many CPUs (default: 1)")
     # The defaults are edge-classify's: with the same settings, the same rows.
+    flags.add_decode_flags(p)
     p.add_argument("--batch-size", type=flags.positive_int, default=8, help="images per inference batch (default: 8)")
     p.add_argument("--top-k", "-k", type=flags.positive_int, default=3, help="predictions per image (default: 3)")
     p.add_argument("--flush-rows", type=flags.positive_int, default=1000,
@@ -127,7 +128,8 @@ def _run(args) -> int:
         + f"; {plan.describe()}, batch {args.batch_size}, engine {args.engine}")
     t0 = time.perf_counter()
     results = ray_bulk.classify_dataset(ray_bulk.read_images(todo), model_path, top_k=args.top_k,
-                                        threads=args.threads, batch_size=args.batch_size, options=options, plan=plan)
+                                        threads=args.threads, batch_size=args.batch_size, options=options, plan=plan,
+                                        decode=flags.decode_options(args))
     stall_s = ray_bulk.STALL_S if args.stall_timeout is None else args.stall_timeout
     watchdog = ray_bulk.Watchdog(stall_s, on_stall=lambda reason: _thread.interrupt_main())
     if stall_s:

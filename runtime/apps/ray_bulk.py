@@ -36,6 +36,7 @@ from typing import Iterable
 from ..engines.options import EngineOptions
 from ..errors import EXIT_USAGE, EdgeClassifyError
 from ..host.deps import ray  # imported on use: the [ray] extra
+from ..images.preprocess import DEFAULT_DECODE, DecodeOptions
 from ..results import Classification, Producer, row
 
 ACTOR_CPU_SHARE = 0.95  # of each thread's CPU, reserved by an actor
@@ -69,14 +70,14 @@ class ClassifyBatch:
     ``{"path", "bytes"}`` in, result rows out, each naming the node that computed it."""
 
     def __init__(self, model: bytes, model_path: str | None = None, options: EngineOptions | None = None,
-                 top_k: int = 3, batch_size: int = 8, threads: int = 1):
+                 top_k: int = 3, batch_size: int = 8, threads: int = 1, decode: DecodeOptions = DEFAULT_DECODE):
         import socket
 
         from ..classifier import Classifier
 
         options = options or EngineOptions(threads=threads, spinning=False)
         path = node_model(model, model_path)
-        self.clf = Classifier(path, options, batch_size=batch_size,
+        self.clf = Classifier(path, options, batch_size=batch_size, decode=decode,
                               decode_threads=options.threads or threads)  # this actor's cores only
         self.top_k = top_k
         self.node = {"host": socket.gethostname(), "node_id": _node_id()}
@@ -194,17 +195,18 @@ BATCHES_PER_CALL = 4  # inference batches per call of an actor: it decodes the n
 
 def classify_dataset(ds, model: bytes | str | os.PathLike, *, top_k: int = 3, actors: int | None = None,
                      threads: int = 1, batch_size: int = 8, options: EngineOptions | None = None,
-                     plan: ActorPlan | None = None):
+                     plan: ActorPlan | None = None, decode: DecodeOptions = DEFAULT_DECODE):
     """A ``ray.data.Dataset`` of ``{"path", "bytes"}`` rows (``read_binary_files(...,
     include_paths=True)``) -> a Dataset of result rows (``parquet_schema``). For people already in
-    Ray. ``options``: the engine policy's (``EngineOptions``; default auto), ``threads`` per actor."""
+    Ray. ``options``: the engine policy's (``EngineOptions``; default auto), ``threads`` per actor;
+    ``decode``: the decoder's (``DecodeOptions``, ``decode="auto"`` resolved per the model's evidence)."""
     path = None if isinstance(model, bytes) else os.path.abspath(model)
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     options = replace(options or EngineOptions(), threads=threads, spinning=False)
     plan = plan or plan_actors(cluster_nodes(), threads, actors, gpu_allowed(options))
     return ds.map_batches(
         ClassifyBatch, fn_constructor_args=(data, path, options),
-        fn_constructor_kwargs={"top_k": top_k, "batch_size": batch_size, "threads": threads},
+        fn_constructor_kwargs={"top_k": top_k, "batch_size": batch_size, "threads": threads, "decode": decode},
         compute=ray().data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
         batch_size=batch_size * BATCHES_PER_CALL, batch_format="numpy")
 
