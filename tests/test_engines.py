@@ -266,6 +266,28 @@ def test_auto_measures_once_then_remembers(tmp_path, monkeypatch):
     assert other.report.engine_choice.reason.startswith("measured now")
 
 
+def test_settle_measures_the_choice_now_so_later_runs_do_not(tmp_path, monkeypatch):
+    """edge-classify --warmup: the measuring runs happen at deployment, back to back."""
+    from edge_classify.runtime.engines import loader
+
+    monkeypatch.setenv("EDGE_CLASSIFY_HOME", str(tmp_path / "home"))
+    model = tiny_models.make(tmp_path / "m.onnx", seed=5)
+    facts = MachineFacts(engines=BOTH, ort_providers=["CPUExecutionProvider"])
+    loads = []
+    real_load = loader.load
+    monkeypatch.setattr(loader, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    choice = loader.settle(model, EngineOptions(images_hint=3), facts)  # a small run's hint does not skip it
+    assert len(loads) == policy.SAMPLES and choice.fresh and len(choice.samples) == policy.SAMPLES
+    later = Classifier(model, EngineOptions(), facts=facts)
+    assert later.report.engine_choice.reason.startswith("measured on this machine earlier")
+    assert later.runner.engine == choice.engine
+    loads.clear()
+    assert not loader.settle(model, EngineOptions(), facts).fresh and len(loads) == 1  # settled: one load
+    loads.clear()
+    forced = loader.settle(model, EngineOptions(engine="onnxruntime"), facts)  # nothing to measure
+    assert forced.engine == "onnxruntime" and len(loads) == 1
+
+
 def test_auto_falls_back_when_one_engine_cannot_load_the_model(tmp_path, monkeypatch):
     from edge_classify.runtime.engines import openvino_runner
 

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_decode_flags(p)
     p.add_argument("--warmup", action="store_true",
                    help="load the model and run blank batches before any input: builds and caches the TensorRT "
-                        "engine ahead of deployment (minutes, once); alone, exits 0 when done")
+                        "engine ahead of deployment (minutes, once), and with --engine auto measures the engine choice "
+                        "until it is settled, so later runs do not measure; alone, exits 0 when done")
     p.add_argument("--quiet", "-q", action="store_true", help="no informational lines on stderr")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -143,6 +144,13 @@ def _run(args) -> int:
     # auto: a small run goes to the leaner start-up
     options = flags.engine_options(args, images_hint=(len(inputs) or None) if not videos else None)
     decode = flags.decode_options(args)
+    if args.warmup and args.engine == "auto":  # measure auto's choice now, not in the next runs' time
+        from ..engines import loader
+
+        t0 = time.perf_counter()
+        choice = loader.settle(model, options, measure_batch=args.batch_size, on_status=info)
+        info(f"engine choice settled in {time.perf_counter() - t0:.1f} s: {choice.engine} "
+             f"({choice.reason.split(': ', 1)[-1]})")
     clf = Classifier(model, options, batch_size=args.batch_size, decode=decode, threshold=args.threshold,
                      on_status=info)
     _render_report(clf, model, args.engine == "auto", info, warn)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -64,6 +64,24 @@ def load(model: str | os.PathLike | bytes, options: EngineOptions | None = None,
     ``facts`` describe (default: this one, probed as needed). ``measure_batch``: the batch
     at which ``auto`` times the engines when it measures. Raises ``EdgeClassifyError``."""
     return _Load(model, options or EngineOptions(), facts or MachineFacts(), measure_batch, on_status).run()
+
+
+def settle(model: str | os.PathLike, options: EngineOptions | None = None, facts: MachineFacts | None = None,
+           *, measure_batch: int = 8, on_status: Callable[[str], None] | None = None) -> policy.EngineChoice:
+    """Measure ``auto``'s engine choice for ``model`` on this machine until it is settled, now,
+    so that later runs start without measuring (``edge-classify --warmup`` at deployment). It
+    is the same choice made the same way: each of the ``SAMPLES`` runs that measure still
+    loads both engines and alternates them, only back to back instead of in the first three
+    runs of real work. Returns the choice the last load made; where ``auto`` measures nothing
+    (a forced engine, one engine installed, no cache, a static batch), the one load's choice."""
+    opt = replace(options or EngineOptions(), images_hint=None)  # a small run would not measure at all
+    for _ in range(policy.SAMPLES):
+        loaded = load(model, opt, facts, measure_batch=measure_batch, on_status=on_status)
+        choice = loaded.report.engine_choice
+        loaded.runner.close()
+        if not choice.fresh:
+            break
+    return choice
 
 
 def inspect(model: str | os.PathLike | bytes, options: EngineOptions | None = None,
