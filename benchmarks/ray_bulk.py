@@ -84,7 +84,7 @@ def _ray(model: Path, paths: list[str], actors: int, threads: int, batch: int, e
     from edge_classify.runtime.apps import ray_bulk
 
     t0 = time.perf_counter()
-    ds = ray_bulk.classify_dataset(ray_bulk.read_images(paths), model, top_k=5, actors=actors, threads=threads,
+    ds = ray_bulk.classify_dataset(ray_bulk.read_images(paths, actors), model, top_k=5, actors=actors, threads=threads,
                                    batch_size=batch, options=_options(engine, threads, False))
     rows = 0
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -172,6 +172,15 @@ def test_actors_are_planned_node_by_node():
         plan([{"CPU": 2}, {"CPU": 2}], 4)
 
 
+def test_reads_come_in_blocks_sized_by_files_and_bytes():
+    blocks = ray_bulk.read_blocks
+    assert blocks([50_000] * 512, actors=2) == 8  # 64 files a task (Ray's default: two or three)
+    assert blocks([50_000] * 10, actors=2) == 4  # still two per actor, to keep each one fed
+    assert blocks([50_000] * 3, actors=4) == 3  # never more tasks than files
+    assert blocks([6 << 20] * 512, actors=2) == 48  # camera photos: ~64 MiB a task, not 64 photos
+    assert blocks([], actors=2) == 1
+
+
 def test_gpu_actors_hold_a_gpu_each_where_the_options_allow_them():
     plan, gpu_ok = ray_bulk.plan_actors, ray_bulk.gpu_allowed
     nodes = [{"CPU": 0}, {"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 2}]

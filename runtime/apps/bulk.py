@@ -127,7 +127,7 @@ def _run(args) -> int:
                                                                           if total["GPU"] else "")
         + f"; {plan.describe()}, batch {args.batch_size}, engine {args.engine}")
     t0 = time.perf_counter()
-    results = ray_bulk.classify_dataset(ray_bulk.read_images(todo), model_path, top_k=args.top_k,
+    results = ray_bulk.classify_dataset(ray_bulk.read_images(todo, plan.actors), model_path, top_k=args.top_k,
                                         threads=args.threads, batch_size=args.batch_size, options=options, plan=plan,
                                         decode=flags.decode_options(args))
     stall_s = ray_bulk.STALL_S if args.stall_timeout is None else args.stall_timeout

@@ -31,3 +31,14 @@ def info() -> tuple[str, str]:
 def flags_or_name() -> str:
     """The flags line, or the processor's name where there is none (caches' CPU key)."""
     return info()[1] or platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask: a container's or taskset's share),
+    not the machine's count."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1

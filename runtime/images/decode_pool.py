@@ -30,10 +30,10 @@ class Prepared:
 
 
 def default_threads() -> int:
-    """Decoding threads when the caller does not say: the cores, at most 4."""
-    import os
+    """Decoding threads when the caller does not say: the cores this process may use, at most 4."""
+    from ..host.cpu import usable_cores
 
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, usable_cores()))
 
 
 def prepare(source: ImageInput, spec: PreprocessSpec, options: DecodeOptions) -> Prepared:
