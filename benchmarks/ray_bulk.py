@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_classify.runtime.images.preprocess import DecodeOptions
+
 from .env import environment
 from .model_files import sample_photos
 from .stats import round_ratios, spread
@@ -45,6 +47,7 @@ from .warm_bulk import _jpegs
 
 
 ENGINES_SEEN: dict[str, set] = {}  # configuration -> the engines its rows name
+DECODE: dict = {}  # "options": both sides' DecodeOptions
 
 
 def _options(engine: str, threads: int, spinning: bool = True):
@@ -71,7 +74,7 @@ def _single(model: Path, paths: list[str], threads: int, batch: int, engine: str
     from edge_classify.runtime import Classifier
 
     t0 = time.perf_counter()
-    clf = Classifier(model, _options(engine, threads), batch_size=batch)
+    clf = Classifier(model, _options(engine, threads), batch_size=batch, decode=DECODE["options"])
     results = clf.classify(paths, top_k=5, errors="collect")
     took = time.perf_counter() - t0
     if not all(r.ok for r in results):
@@ -85,7 +88,7 @@ def _ray(model: Path, paths: list[str], actors: int, threads: int, batch: int, e
 
     t0 = time.perf_counter()
     ds = ray_bulk.classify_dataset(ray_bulk.read_images(paths, actors), model, top_k=5, actors=actors, threads=threads,
-                                   batch_size=batch, options=_options(engine, threads, False))
+                                   batch_size=batch, options=_options(engine, threads, False), decode=DECODE["options"])
     rows = 0
     for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         rows += b.num_rows
@@ -126,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="inference batch, both paths (default 8, as the CLIs)")
     p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
                    help="engine of both sides (default auto: the policy's measured choice)")
+    p.add_argument("--camera", action="store_true",
+                   help="camera-size JPEGs (8-20 MP, benchmarks/camera_photos.py) instead of photo crops; --images of them")
+    p.add_argument("--decode", default="exact", choices=["exact", "fast", "auto"],
+                   help="JPEG decoding on both sides (default exact)")
     p.add_argument("-o", "--out", type=Path, default=Path("bench-ray"), help="output folder (default bench-ray)")
     args = p.parse_args(argv)
 
@@ -136,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-ray-"))
     try:
-        paths = [str(q) for q in _jpegs(sample_photos(), args.images, folder)]
+        if args.camera:
+            from .camera_photos import build
+
+            paths = [str(q) for q in sorted(build(n=args.images, say=lambda m: print(m, file=sys.stderr)).glob("*.jpg"))]
+        else:
+            paths = [str(q) for q in _jpegs(sample_photos(), args.images, folder)]
+        DECODE["options"] = DecodeOptions(decode=args.decode)
         r = ray_bulk.ray()
         t0 = time.perf_counter()
         r.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -185,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     write_rate = _driver_write_rate()
     for name, seen in ENGINES_SEEN.items():
         rows[name]["engines"] = sorted(seen)
-    report = {"images": args.images, "batch_size": args.batch_size, "rounds": args.rounds, "cores": cores,
+    report = {"images": args.images, "photos": "camera-size JPEGs" if args.camera else "photo crops",
+              "decode": args.decode, "batch_size": args.batch_size, "rounds": args.rounds, "cores": cores,
               "engine": args.engine, "engine_choices": {str(t): c for t, c in choices.items()},
               "model": str(args.model), "ray_init_s": ray_init_s, "driver_write_rows_per_s": write_rate,
               "ray_version": r.__version__, "rows": rows, "environment": env}
@@ -199,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 def _markdown(rep: dict) -> str:
     env = rep["environment"]
     flags = " ".join(f for f, on in env["cpu_flags"].items() if on)
-    lines = [f"# Ray Data bulk vs one process: {rep['images']} JPEGs, batch {rep['batch_size']}, "
+    lines = [f"# Ray Data bulk vs one process: {rep['images']} {rep['photos']}, decode {rep['decode']}, batch {rep['batch_size']}, "
              f"{rep['rounds']} rounds", "",
              f"CPU: {env['cpu']} ({rep['cores']} usable cores; flags: {flags}); Ray {rep['ray_version']}; "
              f"model {Path(rep['model']).name}; engine {rep['engine']}: "

@@ -58,11 +58,11 @@ PLANS = {
     "default": {"latency": (20, 5), "throughput": {1: (10, 3), 8: (8, 1), 32: (3, 1)}, "throughput_warmup": 0,
                 "ready_run": True, "gap_s": 0.05, "cold_runs": 3, "cold_by_precision": True, "bulk_images": 64,
                 "bulk_rounds": 7, "bulk_file": "best edge mode", "preprocess_rounds": 20, "parallel_build": False,
-                "settle_engine_choice": ("fp32", "fp16", "int8")},
+                "settle_engine_choice": ("fp32", "fp16", "int8"), "camera_photos": 16, "camera_rounds": 3},
     "quick": {"latency": (4, 2), "throughput": {1: (2, 2), 8: (2, 1), 32: (1, 1)}, "throughput_warmup": 0,
               "ready_run": False, "gap_s": 0.02, "cold_runs": 1, "cold_by_precision": False, "bulk_images": 16,
               "bulk_rounds": 1, "bulk_file": "fp32", "preprocess_rounds": 3, "parallel_build": True,
-              "settle_engine_choice": ("fp32",)},
+              "settle_engine_choice": ("fp32",), "camera_photos": 0, "camera_rounds": 0},
 }
 
 
@@ -338,6 +338,23 @@ def _run(args) -> int:
     bulk = warm_bulk.run(bulk_file, photos, plan["bulk_images"], plan["bulk_rounds"], prog.say,
                          gap_s=plan["gap_s"], providers=sections_provider or "auto")
 
+    camera = None
+    if plan["camera_photos"]:  # camera-size JPEGs (benchmarks/camera_photos.py): exact vs fast decode, whole pipeline
+        from . import camera_decode, camera_photos
+
+        prog.section("camera photos", f"{plan['camera_photos']} JPEGs of 8-20 MP, exact vs fast decode, {bulk_file.name}")
+        folder = camera_photos.build(n=plan["camera_photos"], say=prog.say)
+        camera = camera_decode.run(bulk_file, folder, plan["camera_rounds"], 8, "auto", say=prog.say, keras_loop=keras)
+        r = camera["ratios_per_round"]
+        notes.append(f"camera-size photos ({camera['images']} JPEGs, 8-20 MP; {camera['engine']}): exact decode "
+                     f"{camera['images_per_s']['exact']:.1f} img/s ({r['exact_vs_pipeline_bound']['median']:.2f}x its "
+                     f"pipeline bound), fast decode {camera['images_per_s']['fast']:.1f} img/s "
+                     f"({r['fast_vs_exact_images_per_s']['median']:.2f}x exact)"
+                     + (f"; fast decode's wall {r['fast_wall_vs_keras']['median']:.2f}x the Keras loop's"
+                        if "fast_wall_vs_keras" in r else "") + " (report.json: camera_decode)")
+    else:
+        notes.append("--quick: no camera-size photo section (exact vs fast decode)")
+
     prog.section("report", str(args.out))
     try:
         env["load_average_at_end"] = os.getloadavg()
@@ -355,6 +372,8 @@ def _run(args) -> int:
         cold_start=cold, warm_bulk=bulk, peak_ops=peak_ops, notes=notes, wall_s=time.perf_counter() - t_start,
         skipped_rows=skipped_rows, provider={"rows": args.provider, "sections": sections_provider or "auto"},
     )
+    if camera is not None:
+        data["camera_decode"] = camera
     report.write(args.out, data)
     print(report.headline(data))
     print(f"report: {args.out / 'report.md'}")
