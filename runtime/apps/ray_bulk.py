@@ -4,13 +4,18 @@
   travel, and each worker decodes them with the runtime's own safe decoder and contract
   preprocessing (Ray's ``read_images`` decodes with PIL, which is not the contract).
 * **Inference**: ``ClassifyBatch``, a class-based ``map_batches`` UDF holding one
-  ``Classifier`` per actor. Each actor gets ``threads`` intra-op threads and asks Ray for
-  about that many CPUs, so actors never oversubscribe cores (ONNX Runtime would otherwise take
-  every core per session). The actors reserve a little less than whole CPUs
-  (``ACTOR_CPU_SHARE``) and the read tasks ``READ_CPUS``, which must fit in what an actor
-  leaves on its node: with whole CPUs, actors holding every CPU of a 2-core machine starved
-  the read task forever (seen with Ray 2.60); with reads of 0.1 CPU, a cluster of 1-CPU
-  workers (0.05 left beside each actor) and a CPU-less head hung the same way.
+  ``Classifier`` per actor, loaded by path through the runtime's loader on the actor's node:
+  the same engine policy as ``edge-classify`` (``auto`` measured per kind of node and
+  remembered there; GPU providers where the node's are usable). ``plan_actors`` plans the
+  actors node by node: each gets ``threads`` intra-op and decoding threads and asks Ray for a
+  little less than that many CPUs (``ACTOR_CPU_SHARE``), so actors never oversubscribe cores
+  (ONNX Runtime would otherwise take every core per session); GPU actors hold a GPU each. The
+  read tasks ask for ``READ_CPUS``, which must fit in what an actor leaves on its node: with
+  whole CPUs, actors holding every CPU of a 2-core machine starved the read task forever (seen
+  with Ray 2.60); with reads of 0.1 CPU, a cluster of 1-CPU workers (0.05 left beside each
+  actor) and a CPU-less head hung the same way. Reads come in ``read_blocks`` tasks.
+* **Never a silent hang**: ``Watchdog`` follows the rows; none for a while, with demands no
+  node can meet (``unmet_demands``), and the job stops naming them.
 * **Results**: one row per image, the row every output writes (results.py: path, model and
   engine, predictions, timings, or ``error``: a bad image is a row with its reason, never a
   failed job), in Parquet with one fixed schema (``PARQUET_SCHEMA``), or JSON Lines.
