@@ -118,10 +118,9 @@ def node_model(data: bytes, path: str | None) -> str:
 
 
 def _node_id() -> str | None:
-    try:
-        return ray().get_runtime_context().get_node_id()
-    except Exception:  # outside Ray (a test calling the UDF directly)
-        return None
+    r = ray()
+    # Outside Ray (the UDF called directly) there is no node; asking would start a Ray instance.
+    return r.get_runtime_context().get_node_id() if r.is_initialized() else None
 
 
 def _named(result: Classification, path: str) -> Classification:
