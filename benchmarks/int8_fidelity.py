@@ -97,9 +97,10 @@ def train(root: Path, crops: dict[str, list[Path]], seed: int = SEED) -> Path:
 
     import_tensorflow()
     import keras
+    from keras import layers
+
     from edge_classify.runtime.images.preprocess import preprocess
     from edge_classify.runtime.model.contract import PreprocessSpec
-    from keras import layers
 
     keras.utils.set_random_seed(seed)
     spec = PreprocessSpec(mode="raw", color_order="RGB", mean=None, input_size=SIZE, resize="bilinear")
@@ -175,6 +176,7 @@ def quantize_nncf(fp32: bytes, x_calib: np.ndarray, contract) -> bytes:
     import logging
 
     import nncf
+
     from edge_classify.export import convert
     from edge_classify.export.pipeline import onnx_load
 

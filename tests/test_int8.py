@@ -272,3 +272,29 @@ def test_prepared_s8_int8_stays_tensorrt_shaped(trained_mobilenet):
     assert after_conv == {"QuantizeLinear"}  # BatchNorm folded: no float Mul/Add between a Conv and its Q
     assert g.input[0].type.tensor_type.elem_type == g.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
+
+def test_edge_bench_int8_column_comes_from_the_trained_model():
+    """edge-bench times a ResNet50 with random weights; its INT8 rows' fidelity column is the
+    trained classifier's figure (benchmarks/int8_fidelity.py) for the same quantizer and engine."""
+    from edge_classify.benchmarks import lineup, report
+
+    def fig(top1):
+        return {"top1_agreement": top1, "mean_abs_diff": 0.001, "max_abs_diff": 0.1, "accuracy": 0.9}
+
+    f8 = {"activations": "u8", "model": {"arch": "MobileNetV2", "classes": {"a": "a.png", "b": "b.png"},
+                                          "fp32_heldout_accuracy": 0.95},
+          "calibration_images": 120, "heldout_images": 140, "reference": "FP32",
+          "quantizers": {"ours u8": "u8", "ours s8": "s8", "nncf IR": "peer"},
+          "fidelity": {"ours u8": {"onnxruntime": fig(0.99), "openvino": fig(0.98)},
+                       "ours s8": {"onnxruntime": fig(0.5), "openvino": fig(0.5)},
+                       "nncf IR": {"openvino": fig(0.97)}}}
+    int8_ort = {"kind": "edge", "engine": "onnxruntime", "info": {"file_precision": "int8"}}
+    fp32_ov = {"kind": "edge", "engine": "openvino", "info": {"file_precision": "fp32"}}
+    cell = report._int8_cell
+    assert cell(lineup.edge_name("onnxruntime", "int8"), int8_ort, f8).startswith("0.990")  # u8: this run's file
+    assert cell(lineup.OV_OUR_INT8, {"kind": "peer-extra"}, f8).startswith("0.980")
+    assert cell(lineup.OV_NNCF, {"kind": "peer"}, f8).startswith("0.970")
+    assert cell(lineup.edge_name("openvino", "fp32"), fp32_ov, f8) == ""
+    assert "| nncf IR | openvino | 0.970 |" in report._int8_fidelity_md(f8)
+    assert "Not measured: no INT8 rows" in report._int8_fidelity_md({"skipped": "no INT8 rows in this run"})
+    assert cell(lineup.OV_NNCF, {"kind": "peer"}, {"skipped": "x"}) == ""
