@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import ratios
-from .lineup import KERAS_PREDICT, TF_FUNCTION, edge_name
+from .lineup import KERAS_PREDICT, OV_NNCF, OV_OUR_INT8, TF_FUNCTION, edge_name
 
 SCHEMA = 2
 TF_BASELINE = TF_FUNCTION
@@ -15,12 +15,14 @@ KERAS_BASELINE = KERAS_PREDICT
 
 
 def assemble(*, mode, plan, environment, model, rows, throughput, isolation, engine_auto, preprocessing,
-             cold_start, warm_bulk, peak_ops, notes, wall_s, skipped_rows=None, provider=None) -> dict:
+             cold_start, warm_bulk, peak_ops, notes, wall_s, skipped_rows=None, provider=None,
+             int8_fidelity=None) -> dict:
     """report.json's content. ``rows``: latency rows by system name (kind, precision, the
     provider that ran it, the timing summary with per-round medians, create_s,
     first_inference_ms, agreement, info); ``skipped_rows``: name -> why, for rows left out
     (``--no-keras``, a peer that failed to build); ``provider``: what ``--provider`` asked of
-    edge-classify's rows and of its other sections."""
+    edge-classify's rows and of its other sections; ``int8_fidelity``: INT8 against FP32 on a
+    trained classifier (run.int8_fidelity), or ``{"skipped": why}``."""
     r = ratios.compute(rows, throughput, cold_start, warm_bulk, isolation)
     return {
         "schema": SCHEMA,
@@ -48,6 +50,7 @@ def assemble(*, mode, plan, environment, model, rows, throughput, isolation, eng
         "ratios": r,
         "targets": ratios.targets(r),
         "skipped_rows": skipped_rows or {},
+        "int8_fidelity": int8_fidelity or {"skipped": "not measured"},
         "notes": notes,
     }
 
@@ -249,11 +252,13 @@ def markdown(d: dict) -> str:
         "![latency](latency.png)",
         _md_table(
             ["system", "kind", "computes in", "ran on", "min ms", "p50 ms", "p90 ms", "p99 ms", "× tf.function",
-             "× strongest peer: per-round median [p25-p75]", "create s", "first ms", "max |Δp| vs Keras"],
+             "× strongest peer: per-round median [p25-p75]", "create s", "first ms", "max \\|Δp\\| vs Keras",
+             "INT8 vs FP32, trained model: top-1, mean \\|Δp\\|"],
             [[n, row["kind"], row["precision"], _ran_on(row), _f(row["min_ms"], ".1f"), _f(row["p50_ms"], ".1f"),
               _f(row["p90_ms"], ".1f"), _f(row["p99_ms"], ".1f"), _f(row["ratio_vs_tf_function"]),
               _spread_md(row.get("round_ratio_vs_best_peer"), short=True), _f(row["create_s"]),
-              _f(row.get("first_inference_ms"), ".0f"), _f(row.get("max_abs_diff_vs_keras"), ".1e")]
+              _f(row.get("first_inference_ms"), ".0f"), _f(row.get("max_abs_diff_vs_keras"), ".1e"),
+              _int8_cell(n, row, d.get("int8_fidelity"))]
              for n, row in lat.items()]),
         f"{lat[next(iter(lat))]['n']} timed calls per system ({m['latency_rounds_x_iterations'][0]} rounds) after 3 "
         "warm-up calls. `computes in`: the precision that really ran (the edge runner's `precision`, OpenVINO's "
@@ -262,6 +267,7 @@ def markdown(d: dict) -> str:
         "(session creation, compile, tracing, a TensorRT engine build); `first ms`: its first inference."
         + _skipped_md(d.get("skipped_rows")),
         _isolation_md(d.get("isolation")),
+        _int8_fidelity_md(d.get("int8_fidelity")),
         "### Peers",
         "\n".join(f"- **{n}** ({lat[n]['kind']}): computes in {lat[n]['precision']}"
                   + (f", INFERENCE_PRECISION_HINT {lat[n]['info'].get('inference_precision_hint')}"
@@ -498,6 +504,46 @@ def plots(d: dict, out: Path) -> list[Path]:
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
     return files
+
+
+def _int8_figure(name: str, row: dict, f8: dict | None) -> dict | None:
+    """The trained model's INT8 figure for a latency row: ours (the activations this run's
+    INT8 file has) on the row's engine, or NNCF's on OpenVINO for the NNCF peer."""
+    if not f8 or "fidelity" not in f8:
+        return None
+    fid = f8["fidelity"]
+    if name == OV_NNCF:
+        return (fid.get("nncf IR") or {}).get("openvino")
+    ours = fid.get(f"ours {f8.get('activations')}") or {}
+    if name == OV_OUR_INT8:
+        return ours.get("openvino")
+    if row.get("kind") == "edge" and (row.get("info") or {}).get("file_precision") == "int8":
+        return ours.get(row.get("engine"))
+    return None
+
+
+def _int8_cell(name: str, row: dict, f8: dict | None) -> str:
+    f = _int8_figure(name, row, f8)
+    return f"{f['top1_agreement']:.3f}, {f['mean_abs_diff']:.4f}" if f else ""
+
+
+def _int8_fidelity_md(f8: dict | None) -> str:
+    if not f8 or "fidelity" not in f8:
+        return "### INT8 fidelity on a trained model\n\nNot measured: " + ((f8 or {}).get("skipped") or "?") + "."
+    rows = [[q, e, f"{v['top1_agreement']:.3f}", f"{v['mean_abs_diff']:.4f}", f"{v['max_abs_diff']:.3f}",
+             f"{v['accuracy']:.3f}"] for q, per in f8["fidelity"].items() for e, v in per.items()]
+    m = f8["model"]
+    return "\n\n".join([
+        "### INT8 fidelity on a trained model",
+        (f"The timed ResNet50 has random weights, so its `max |Δp| vs Keras` on noise says nothing about what "
+        f"INT8 does to a real model's predictions. The last column comes from {m['arch']} "
+        f"({len(m['classes'])} classes of crops of scikit-image's photos, FP32 held-out accuracy "
+        f"{m['fp32_heldout_accuracy']:.3f}), exported with export-model and quantized on "
+        f"{f8['calibration_images']} calibration crops by each quantizer; compared with {f8['reference']} "
+        f"({f8['heldout_images']} crops). Ours: this run's INT8 file has {f8.get('activations')} activations. "
+        "`python -m edge_classify.benchmarks.int8_fidelity` times the files too."),
+        _md_table(["quantizer", "engine", "top-1 agreement", "mean \\|Δp\\|", "max \\|Δp\\|", "accuracy"], rows),
+        "; ".join(f"{q}: {d_}" for q, d_ in f8["quantizers"].items()) + "."])
 
 
 def write(out: Path, d: dict) -> None:

@@ -1,6 +1,6 @@
 """``edge-bench``: the whole comparison in one command -> report.md, report.json, PNG plots.
 
-    edge-bench                      # default run, 5-7 minutes on 2 cores
+    edge-bench                      # default run, 7-9 minutes on 2 cores (2 of them INT8 fidelity)
     edge-bench --quick              # smoke run, under 2 minutes (what CI runs)
     edge-bench --model m.onnx --weights w.weights.h5 -o bench-out    # a keras.applications export
     edge-bench --model m.onnx --keras-model my.keras -o bench-out    # an export of your own model
@@ -9,11 +9,16 @@
 Without ``--model``, it builds ResNet50 with random weights (seed 0; speed does not
 depend on the weights, and the report says so), saves those weights for the Keras rows,
 and exports FP32 + FP16 + INT8 (calibrated on the sample photos; not in --quick) with
-``export-model``'s own pipeline. With ``--model``, the input size, class count and
-preprocessing come from the file's contract, and the Keras rows load the model it was
-exported from: your model file (``--keras-model``), or the contract's keras.applications
-arch with ``--weights``. Every timed system runs in its own worker process
-(worker.py); this process only conducts, and never imports TensorFlow.
+``export-model``'s own pipeline. Random weights say nothing about INT8's fidelity, so a run
+with INT8 rows and TensorFlow also trains a small classifier and measures INT8 against FP32
+on it, ours and NNCF's (int8_fidelity.py, about 2 minutes, cached in ``OUT/int8-fidelity``):
+the INT8 rows' fidelity column. ``--quick`` has no INT8 rows and skips it.
+
+With ``--model``, the input size, class count and preprocessing come from the file's
+contract, and the Keras rows load the model it was exported from: your model file
+(``--keras-model``), or the contract's keras.applications arch with ``--weights``. Every
+timed system runs in its own worker process (worker.py); this process only conducts, and
+never imports TensorFlow.
 
 ``--no-keras`` leaves out everything that needs TensorFlow (the Keras rows, Keras'
 preprocessing, the Keras cold-start script): what a Jetson can run. ``--provider`` is ONNX
@@ -32,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from .model_files import calibration_photos, sample_photos
+from .model_files import calibration_photos, read_contract, sample_photos
 
 SECTIONS = ["model", "latency", "throughput", "isolation", "preprocessing", "cold start", "warm bulk", "report"]
 
@@ -91,6 +96,27 @@ def quantize_for_peer(m: dict, out: Path, prog: Progress, name: str) -> tuple[Pa
     return Path(res["path"]), (f"OpenVINO NNCF int8: nncf {res['nncf']} quantize() of {peer_source(m).name} on the "
                                f"{res['calibration_images']} photos our INT8 file was calibrated on "
                                f"({res['quantize_s']:.1f} s), saved as OpenVINO IR")
+
+
+def int8_fidelity(out: Path, prog: Progress) -> dict:
+    """INT8 fidelity against FP32 on a classifier trained here (int8_fidelity.py, without its
+    timing), in a child process: the ResNet50 these rows time has random weights, on which
+    agreement with FP32 says nothing about a real model. The trained model is cached in
+    ``out/int8-fidelity/cache``."""
+    import json
+    import subprocess
+
+    prog.say("INT8 fidelity on a trained classifier: training (cached after), export, quantizing "
+             "(python -m edge_classify.benchmarks.int8_fidelity --no-speed)")
+    folder = out / "int8-fidelity"
+    p = subprocess.run([sys.executable, "-m", "edge_classify.benchmarks.int8_fidelity", "--out", str(folder),
+                        "--no-speed", "--quiet"], capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        return {"skipped": f"int8_fidelity failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}"}
+    d = json.loads((folder / "report.json").read_text())
+    prog.say(f"INT8 fidelity on a trained classifier: done ({d['wall_s']:.0f} s)")
+    return {k: d[k] for k in ("what", "model", "calibration_images", "heldout_images", "reference", "quantizers",
+                              "fidelity", "targets_vs_nncf", "wall_s")}
 
 
 def engine_auto(files: dict, threads, out: Path, prog: Progress, settle: tuple[str, ...], max_runs: int = 4) -> dict:
@@ -253,6 +279,15 @@ def _run(args) -> int:
                                                            if not m.get("int8") else "nncf not installed"))
     if m.get("int8") and nncf_ir is None:
         notes.append("no INT8 peer: the headline compares the best edge mode, possibly INT8, with FP32 peers")
+    if not m.get("int8"):
+        fidelity8 = {"skipped": "no INT8 rows in this run"}
+    elif m["keras"] is None:
+        fidelity8 = {"skipped": "--no-keras: training the classifier needs TensorFlow"}
+    else:
+        fidelity8 = int8_fidelity(args.out, prog)
+        fidelity8["activations"] = ((read_contract(m["int8"]).parity or {}).get("quantization") or {}).get("activations")
+    if "skipped" in fidelity8:
+        notes.append(f"INT8 fidelity on a trained model not measured: {fidelity8['skipped']}")
     if gpu:  # a named ONNX Runtime provider decides the engine: nothing to measure
         picks = {}
         notes.append(f"engine=\"auto\" not measured: with --provider {args.provider} the engine is onnxruntime")
@@ -371,6 +406,7 @@ def _run(args) -> int:
         rows=rows, throughput=throughput, isolation=isolation, engine_auto=picks, preprocessing=prep,
         cold_start=cold, warm_bulk=bulk, peak_ops=peak_ops, notes=notes, wall_s=time.perf_counter() - t_start,
         skipped_rows=skipped_rows, provider={"rows": args.provider, "sections": sections_provider or "auto"},
+        int8_fidelity=fidelity8,
     )
     if camera is not None:
         data["camera_decode"] = camera

@@ -386,8 +386,10 @@ class _Export:
         # slower (graph_passes.py).
         source = onnx_load(fp32.data)
         rewrites = {**self.provenance["graph_rewrites"], **graph_passes.optimize(source, graph_passes.INT8_EXTRA)}
+        # BatchNorm folded and the head kept float (quantize.prepare: measured more faithful).
+        prepared = quantize.prepare(source)
         q = quantize.onnx_to_int8(source.SerializeToString(), calib_set.calibrate, fp32.contract.preprocess,
-                                  convert.INPUT_NAME, req.calib_method, acts, self.prog)
+                                  convert.INPUT_NAME, req.calib_method, acts, self.prog, prepared["exclude"])
         del source
         int8_clf = Classifier(q, ON_CPU)
         holdout = calib_set.holdout
@@ -420,6 +422,7 @@ class _Export:
             "passed": passed,
             "quantization": {"format": "QDQ", "weights": "int8 per-channel symmetric", "activations": acts,
                              "bias": quantize.bias_kind(acts), "method": req.calib_method,
+                             "batchnorm_folded": prepared["batchnorm_folded"], "float_ops": prepared["float_ops"],
                              "calibration_images": len(calib_set.calibrate),
                              "heldout_images": [p.name for p in holdout]},
         }

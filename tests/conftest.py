@@ -159,6 +159,12 @@ def standin(tmp_path_factory, photos):
 
 
 @pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory) -> Path:
+    """Where tests/trained_models.py trains its classifiers: once per session, shared by modules."""
+    return tmp_path_factory.mktemp("trained")
+
+
+@pytest.fixture(scope="session")
 def calib_dir(tmp_path_factory, photos) -> Path:
     """A folder of real photos for INT8 calibration (scikit-image's, copied)."""
     import shutil

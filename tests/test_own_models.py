@@ -28,8 +28,8 @@ MIXED_ATOL = 1e-2
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("trained")
+def workdir(trained_workdir):
+    return trained_workdir
 
 
 def _np_softmax(z):
