@@ -174,7 +174,7 @@ def test_actors_are_planned_node_by_node():
 
 def test_reads_come_in_blocks_sized_by_files_and_bytes():
     blocks = ray_bulk.read_blocks
-    assert blocks([50_000] * 512, actors=2) == 8  # 64 files a task (Ray's default: two or three)
+    assert blocks([50_000] * 1024, actors=2) == 8  # 128 files a task (Ray's default: two or three)
     assert blocks([50_000] * 10, actors=2) == 4  # still two per actor, to keep each one fed
     assert blocks([50_000] * 3, actors=4) == 3  # never more tasks than files
     assert blocks([6 << 20] * 512, actors=2) == 48  # camera photos: ~64 MiB a task, not 64 photos
