@@ -362,7 +362,9 @@ class _Export:
     def _fast_decode(self, clf) -> None:
         """Fast decode's figure (fast_decode.py), measured on the FP32 model; later contracts
         carry it (``_contract``). A failure to measure only leaves the figure out."""
-        photos = list(self.images) + (list(self.calib_set.holdout) if self.calib_set else [])
+        # Calibration photos count too: INT8 is calibrated on them, decoding is not.
+        photos = list(self.images) + (list(self.calib_set.holdout) + list(self.calib_set.calibrate)
+                                      if self.calib_set else [])
         try:
             figure = fast_decode.measure(clf.run, self.settled.preprocess, photos)
         except Exception as exc:  # never an export failure: without a figure, auto decodes exactly

@@ -37,9 +37,10 @@ MARGIN = 1.0
 # DEFAULT_AGREEMENT_BAR) and issue 21's target for fast decode. Mean |dp| 0.01: INT8 files
 # that clear that agreement bar moved probabilities by 0.008-0.011 mean |dp| on the 5-class
 # MobileNetV2 trained here (issue 21), so a faster decode may move them no more than the
-# quantization the product already accepts. At least 8 comparisons, so that one or two
-# photos cannot make the evidence.
-BAR = {"top1_agreement": 0.99, "mean_abs_diff": 0.01, "images": 8}
+# quantization the product already accepts. At least 100 comparisons (photo x size): with
+# fewer, one disagreement is already below 0.99, so 100% of a handful says little. The
+# digits model trained in tests scored 100% on its export's 24 comparisons and 98.7% on 600.
+BAR = {"top1_agreement": 0.99, "mean_abs_diff": 0.01, "images": 100}
 
 
 def scale_for(width: int, height: int, target: tuple[int, int], orientation: int = 1,
