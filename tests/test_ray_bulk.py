@@ -215,12 +215,14 @@ def _bulk(*args, **kw):
 
 def test_killed_and_rerun_gives_exactly_one_row_per_image(cluster, archive, model, tmp_path):
     out = tmp_path / "results"
+    # One actor, calls of 8 images: rows trickle in, so the kill lands between parts (with calls of
+    # 64 the tiny model's job could end before the first part was seen).
     args = [archive[0].parent, "--out", out, "--model", model, "--ray-address", cluster, "--flush-rows", "10",
-            "--batch-size", "4", "-q"]
+            "--batch-size", "1", "--actors", "1", "-q"]
     first = _bulk(*args)
     deadline = time.monotonic() + 240
     while not list(out.glob("part-*.parquet")) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(first.pid, signal.SIGKILL)  # mid-way: some parts written, the rest not
     first.wait()
     before = ray_bulk.ResultsDir(out).rows()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 from .. import __version__
@@ -131,7 +132,17 @@ def _run(args) -> int:
                                         threads=args.threads, batch_size=args.batch_size, options=options, plan=plan,
                                         decode=flags.decode_options(args))
     stall_s = ray_bulk.STALL_S if args.stall_timeout is None else args.stall_timeout
-    watchdog = ray_bulk.Watchdog(stall_s, on_stall=lambda reason: _thread.interrupt_main())
+    stopped = threading.Event()  # the main thread has taken the stall (or ended)
+
+    def on_stall(reason: str) -> None:
+        # A real SIGINT: it wakes the main thread from a blocking wait inside Ray's iterator,
+        # where _thread.interrupt_main() (a flag checked between bytecodes) was never seen.
+        os.kill(os.getpid(), signal.SIGINT)
+        if not stopped.wait(30):  # still stuck: say why and leave (unwritten rows are redone by a rerun)
+            print(f"edge-classify-bulk: error: the job is stalled: {reason}", file=sys.stderr, flush=True)
+            os._exit(EXIT_STALLED)
+
+    watchdog = ray_bulk.Watchdog(stall_s, on_stall=on_stall)
     if stall_s:
         watchdog.start()
     pending: list[dict] = []
@@ -156,6 +167,7 @@ def _run(args) -> int:
             if len(pending) >= args.flush_rows:
                 flush()
     except KeyboardInterrupt:
+        stopped.set()
         if watchdog.reason is None:
             raise
         flush()  # every row that arrived is kept
@@ -164,6 +176,7 @@ def _run(args) -> int:
                                      f"more free CPUs, or ask for fewer --threads or --actors ({classified} image(s) "
                                      "classified before it stalled)", exit_code=EXIT_STALLED) from None
     finally:
+        stopped.set()
         watchdog.stop()
     flush()
     took = time.perf_counter() - t0
