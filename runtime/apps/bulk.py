@@ -137,6 +137,8 @@ def _run(args) -> int:
     def on_stall(reason: str) -> None:
         # A real SIGINT: it wakes the main thread from a blocking wait inside Ray's iterator,
         # where _thread.interrupt_main() (a flag checked between bytecodes) was never seen.
+        if stopped.is_set():  # the job ended meanwhile: nothing to stop
+            return
         os.kill(os.getpid(), signal.SIGINT)
         if not stopped.wait(30):  # still stuck: say why and leave (unwritten rows are redone by a rerun)
             print(f"edge-classify-bulk: error: the job is stalled: {reason}", file=sys.stderr, flush=True)
@@ -182,7 +184,8 @@ def _run(args) -> int:
     took = time.perf_counter() - t0
     say(f"{classified} image(s) classified in {took:.1f} s ({classified / took if took else 0:.1f} img/s) on "
         f"{plan.actors} actor(s); {failures} failed (see their error column); results in {args.out}")
-    say("computed by " + "; ".join(f"{k}: {n}" for k, n in sorted(engines.items())))
+    if engines:
+        say("computed by " + "; ".join(f"{k}: {n}" for k, n in sorted(engines.items())))
     return EXIT_INPUTS_FAILED if failures else EXIT_OK
 
 
