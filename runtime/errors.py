@@ -36,8 +36,8 @@ EXIT_CODES = {
                       EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-classify-bulk": {EXIT_OK: "all classified", EXIT_INPUTS_FAILED: "some images failed (their rows say why)",
                            EXIT_USAGE: "usage", EXIT_MODEL: "model or engine error", EXIT_INTERNAL: _INTERNAL,
-                           EXIT_STALLED: "stalled: no results while the cluster cannot schedule the job (finished "
-                                         "parts are kept)",
+                           EXIT_STALLED: "stalled (no results while the cluster cannot schedule the job) or the "
+                                         "cluster failed (finished parts are kept: run again to resume)",
                            EXIT_INTERRUPTED: "interrupted (finished parts are kept: run again to resume)",
                            EXIT_BROKEN_PIPE: "stdout was closed by its reader"},
     "edge-serve": {EXIT_OK: "stopped by SIGTERM after answering the requests in flight", EXIT_USAGE: "usage",

@@ -389,11 +389,31 @@ def test_a_job_the_cluster_cannot_schedule_stops_with_75(cluster, archive, model
 
     hold = Hold.remote()
     ray.get(hold.ping.remote())
+    proc = _bulk(*archive[:10], "--out", tmp_path / "o", "--model", model, "--ray-address", cluster,
+                 "--stall-timeout", "3", "-q")
     try:
-        proc = _bulk(*archive[:10], "--out", tmp_path / "o", "--model", model, "--ray-address", cluster,
-                     "--stall-timeout", "3", "-q")
         _, err = proc.communicate(timeout=300)
     finally:
+        if proc.poll() is None:  # never left running into the next test (or the cluster's shutdown)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         ray.kill(hold)
     assert proc.returncode == 75, err
     assert "stalled" in err and "cannot schedule" in err and "'CPU': 0.95" in err and "0/2 CPU" in err, err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
+def test_an_actor_that_cannot_load_the_model_stops_the_job_with_3(cluster, archive, model, tmp_path):
+    """The driver cannot know every node's devices: an actor whose load fails on its node (here
+    an OpenVINO device this machine lacks) ends the job with the loader's message and exit 3,
+    not an internal-error report."""
+    proc = _bulk(*archive[:6], "--out", tmp_path / "o", "--model", model, "--ray-address", cluster,
+                 "--device", "NPU", "-q")
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 3, err
+    assert "could not load the model on its node" in err and "NPU" in err and "internal error" not in err, err

@@ -13,7 +13,7 @@ import time
 from .. import __version__
 from ..cache.paths import default_model_path
 from ..errors import (EXIT_INPUTS_FAILED, EXIT_MODEL, EXIT_OK, EXIT_STALLED, EdgeClassifyError,
-                      exit_codes_help)
+                      exit_codes_help, first_line)
 from . import flags, shell
 
 EPILOG = """\
@@ -168,6 +168,10 @@ def _run(args) -> int:
             pending += ray_bulk.batch_rows(batch)
             if len(pending) >= args.flush_rows:
                 flush()
+    except ray.exceptions.RayError as exc:  # every row that arrived is kept; then say what failed
+        stopped.set()
+        flush()
+        raise _ray_failure(exc, ray.exceptions, classified) from None
     except KeyboardInterrupt:
         stopped.set()
         if watchdog.reason is None:
@@ -187,6 +191,26 @@ def _run(args) -> int:
     if engines:
         say("computed by " + "; ".join(f"{k}: {n}" for k, n in sorted(engines.items())))
     return EXIT_INPUTS_FAILED if failures else EXIT_OK
+
+
+def _ray_failure(exc, errors, classified: int) -> BaseException:
+    """What a failure inside Ray means for the user. An actor whose constructor raised could not
+    load the model on its node (an engine or device that node lacks): a model error, with the
+    loader's own message. A task that raised is a bug (the shell reports it as one). Anything
+    else is the cluster failing (a node or an actor lost): running again resumes."""
+    if isinstance(exc, errors.RayActorError) and getattr(exc, "_actor_init_failed", False):
+        text = getattr(exc, "error_msg", "") or str(exc)
+        said = [ln.split("EdgeClassifyError: ", 1)[1] for ln in text.splitlines() if "EdgeClassifyError: " in ln]
+        return EdgeClassifyError(f"an actor could not load the model on its node: {said[-1] if said else first_line(text)}",
+                                 hint="every node needs the engine, device and model the options ask for; "
+                                      f"{classified} image(s) classified before (their parts are kept)",
+                                 exit_code=EXIT_MODEL)
+    if isinstance(exc, errors.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause if isinstance(cause, EdgeClassifyError) else exc
+    return EdgeClassifyError(f"the Ray cluster failed during the job: {first_line(str(exc))}",
+                             hint=f"{classified} image(s) classified before; their parts are kept and running again "
+                                  "resumes", exit_code=EXIT_STALLED)
 
 
 if __name__ == "__main__":
