@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -59,15 +58,11 @@ def _options(engine: str, threads: int, spinning: bool = True):
 
 
 def _settle(model: Path, engine: str, threads: int) -> str:
-    """Load until ``auto``'s measured choice for ``threads`` is settled (remembered); what it chose."""
-    from edge_classify.runtime import Classifier
-    from edge_classify.runtime.engines import policy
+    """``auto``'s choice for ``threads``, settled now (``loader.settle``, as ``edge-classify --warmup``)."""
+    from edge_classify.runtime.engines import loader
 
-    for _ in range(policy.SAMPLES):
-        clf = Classifier(model, _options(engine, threads))
-        if not clf.report.engine_choice.fresh:
-            break
-    return f"{clf.runner.engine}: {clf.report.engine_choice.reason}"
+    choice = loader.settle(model, _options(engine, threads))
+    return f"{choice.engine}: {choice.reason}"
 
 
 def _single(model: Path, paths: list[str], threads: int, batch: int, engine: str) -> float:
@@ -138,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_classify.runtime.apps import ray_bulk
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from edge_classify.runtime.host.cpu import usable_cores
+
+    cores = usable_cores()
     model = args.model.resolve()
     env = environment()
     folder = Path(tempfile.mkdtemp(prefix="edge-bench-ray-"))

@@ -102,12 +102,16 @@ def node_model(data: bytes, path: str | None) -> str:
     import hashlib
 
     from ..cache.paths import home
+    from ..cache.store import sha256_fd
 
     digest = hashlib.sha256(data).hexdigest()
     if path and os.path.isfile(path) and os.path.getsize(path) == len(data):
-        with open(path, "rb") as f:
-            if hashlib.sha256(f.read()).hexdigest() == digest:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if sha256_fd(fd) == digest:  # read in chunks, not a second copy of the model in memory
                 return path
+        finally:
+            os.close(fd)
     copy = home() / "bulk-models" / f"{digest}.onnx"
     if not (copy.is_file() and copy.stat().st_size == len(data)):
         copy.parent.mkdir(parents=True, exist_ok=True)
