@@ -7,11 +7,11 @@ OpenCV and ONNX Runtime on first use, and nothing here ever imports TensorFlow.
 __version__ = "0.1.0"
 
 __all__ = ["Classifier", "Classification", "Prediction", "EngineOptions", "TensorRTOptions", "MachineFacts",
-           "EdgeClassifyError", "__version__"]
+           "MultiStream", "EdgeClassifyError", "__version__"]
 
 _WHERE = {"Classifier": "classifier", "Classification": "results", "Prediction": "results",
           "EngineOptions": "engines.options", "TensorRTOptions": "engines.options", "MachineFacts": "host.facts",
-          "EdgeClassifyError": "errors"}
+          "MultiStream": "apps.multistream", "EdgeClassifyError": "errors"}
 
 
 def __getattr__(name):  # PEP 562: keep `import edge_classify.runtime` cheap

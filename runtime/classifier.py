@@ -143,24 +143,31 @@ class Classifier:
         sources = iter([images]) if _is_single(images) else iter(images)
         for items in decode_pool.batches(sources, self.contract.preprocess, self.decode_options, self.batch_size,
                                          self.decode_threads):
-            good = [it for it in items if it.error is None]
-            probs = None
-            t_norm = t_inf = 0.0
-            if good:
-                t0 = time.perf_counter()
-                tensor = preprocess.normalize(np.stack([it.image for it in good]), self.contract.preprocess)
-                t1 = time.perf_counter()
-                probs = self.run(tensor)
-                t_norm, t_inf = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
-            rows = iter(probs if probs is not None else ())
-            for it in items:
-                res = Classification(it.source, error=it.error, notes=it.notes) if it.error is not None else \
-                    self.classification(it.source, next(rows), top_k, notes=it.notes, decode=it.decode, timings_ms={
-                        "decode": round(it.decode_ms, 3), "normalize": round(t_norm, 3),
-                        "inference": round(t_inf, 3), "batch": len(good)})
+            for res in self.classify_prepared(items, top_k):
                 if res.error is not None and errors == "raise":
                     raise InputError(f"{res.source}: {res.error}")
                 yield res
+
+    def classify_prepared(self, items: Sequence[decode_pool.Prepared], top_k: int) -> list[Classification]:
+        """Images already decoded and resized (``decode_pool.prepare``) -> their results, in
+        order: one inference over those without an error. The one place a batch becomes
+        results, for files (``iter_classify``) and for many streams at once (apps/multistream.py)."""
+        top_k = max(1, min(top_k, len(self.labels)))
+        good = [it for it in items if it.error is None]
+        probs = None
+        t_norm = t_inf = 0.0
+        if good:
+            t0 = time.perf_counter()
+            tensor = preprocess.normalize(np.stack([it.image for it in good]), self.contract.preprocess)
+            t1 = time.perf_counter()
+            probs = self.run(tensor)
+            t_norm, t_inf = (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3
+        rows = iter(probs if probs is not None else ())
+        return [Classification(it.source, error=it.error, notes=it.notes) if it.error is not None else
+                self.classification(it.source, next(rows), top_k, notes=it.notes, decode=it.decode, timings_ms={
+                    "decode": round(it.decode_ms, 3), "normalize": round(t_norm, 3),
+                    "inference": round(t_inf, 3), "batch": len(good)})
+                for it in items]
 
     def classification(self, source: str, p: np.ndarray, top_k: int, *, timings_ms: dict | None = None,
                        notes: list[str] | None = None, decode: str | None = None) -> Classification:

@@ -10,7 +10,6 @@ sleep (reconnect and give-up; no test waits for real or asserts wall-clock time)
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import cv2
@@ -33,6 +32,8 @@ from edge_classify.runtime.apps.streams import (
 )
 from edge_classify.runtime.classifier import Classifier
 from edge_classify.runtime.errors import EdgeClassifyError, InputError
+from stream_helpers import FakeCapture, FakeTime, GatedCapture, NotOpened, Script, decode_all, index_of, numbered
+from stream_helpers import write_video as _write_video
 
 SIZE = (160, 120)  # width, height
 FPS = 10.0
@@ -52,22 +53,7 @@ def clf(tmp_path_factory) -> Classifier:
 
 
 def write_video(path, images, fourcc="MJPG", fps=FPS):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, SIZE)
-    assert w.isOpened(), f"OpenCV cannot write {fourcc} here"
-    for img in images:
-        w.write(img)
-    w.release()
-    return path
-
-
-def decode_all(path) -> list[np.ndarray]:
-    cap, out = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            cap.release()
-            return out
-        out.append(img)
+    return _write_video(path, images, fourcc, fps)
 
 
 @pytest.fixture(scope="module")
@@ -80,112 +66,18 @@ def top(result):
     return [p.index for p in result.predictions], [p.probability for p in result.predictions]
 
 
-# --------------------------------------------------------------------------- fakes
-def numbered(i: int, base: np.ndarray | None = None) -> np.ndarray:
-    """A frame that carries its index in its first pixel (blue: low byte, green: high byte)."""
-    img = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8) if base is None else base.copy()
-    img[0, 0] = (i % 256, i // 256 % 256, 0)
-    return img
-
-
-def index_of(img: np.ndarray) -> int:
-    return int(img[0, 0, 0]) + 256 * int(img[0, 0, 1])
-
-
-class FakeCapture:
-    """A live capture: ``frames`` frames numbered from ``start`` (None: endless), then read fails."""
-
-    def __init__(self, start=0, frames=None, delay=0.0, base=None):
-        self.next, self.end, self.delay, self.base = start, None if frames is None else start + frames, delay, base
-        self.released = False
-
-    def isOpened(self):
-        return True
-
-    def get(self, prop):
-        return 0.0
-
-    def read(self):
-        if self.delay:
-            time.sleep(self.delay)
-        if self.released or (self.end is not None and self.next >= self.end):
-            return False, None
-        self.next += 1
-        return True, numbered(self.next - 1, None if self.base is None else self.base[(self.next - 1) % len(self.base)])
-
-    def release(self):
-        self.released = True
-
-
-class NotOpened(FakeCapture):
-    def isOpened(self):
-        return False
-
-
-class GatedCapture(FakeCapture):
-    """Returns frame n only once the test has fed it, so the test knows exactly what was read."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate, self.cond, self.reads, self.fed, self.finished = threading.Semaphore(0), threading.Condition(), 0, 0, False
-
-    def read(self):
-        with self.cond:
-            self.reads += 1
-            self.cond.notify_all()
-        self.gate.acquire()
-        return (False, None) if self.finished else super().read()
-
-    def feed(self, n: int, wait: bool = True) -> None:
-        """Let ``n`` more frames through; wait until the reader has handled all of them."""
-        self.fed += n
-        for _ in range(n):
-            self.gate.release()
-        if wait:
-            with self.cond:
-                assert self.cond.wait_for(lambda: self.reads == self.fed + 1, timeout=10)
-
-    def finish(self) -> None:
-        self.finished = True
-        self.gate.release()
-
-
-class Script:
-    """An opener that hands out the given captures in turn, then ``then`` forever."""
-
-    def __init__(self, *captures, then=NotOpened):
-        self.captures, self.then, self.opened = list(captures), then, []
-
-    def __call__(self, value, *api):
-        cap = self.captures.pop(0) if self.captures else self.then()
-        self.opened.append(cap)
-        return cap
-
-
-class FakeTime:
-    def __init__(self):
-        self.now, self.sleeps = 100.0, []
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, s):
-        self.sleeps.append(s)
-        self.now += s
-
-
 class Slow:
-    """The classifier, ``delay`` seconds slower per call (inference slower than the source)."""
+    """The classifier, ``delay`` seconds slower per inference (inference slower than the source)."""
 
     def __init__(self, clf, delay):
-        self.clf, self.delay, self.decode_options = clf, delay, clf.decode_options
+        self.clf, self.delay = clf, delay
 
-    def classify(self, *args, **kw):
+    def classify_prepared(self, *args, **kw):
         time.sleep(self.delay)
-        return self.clf.classify(*args, **kw)
+        return self.clf.classify_prepared(*args, **kw)
 
-    def row(self, result, **extra):
-        return self.clf.row(result, **extra)
+    def __getattr__(self, name):
+        return getattr(self.clf, name)
 
 
 # --------------------------------------------------------------------------- files
@@ -466,9 +358,11 @@ def test_cli_save_writes_an_annotated_copy_and_refuses_ambiguity(clf, clip, tmp_
     out = tmp_path / "annotated.avi"
     assert classify.main(["--model", str(clf.model_path), "-q", "--save", str(out), str(clip)]) == 0
     assert len(decode_all(out)) == 12
+    # Two sources: --save names a folder (a file name is refused before the model loads).
     assert classify.main(["--model", str(clf.model_path), "--save", str(out), str(clip), str(clip)]) == 2
+    assert "with 2 sources --save names a folder" in capsys.readouterr().err
     assert classify.main(["--model", str(clf.model_path), "-o", str(tmp_path / "r.jsonl"), str(clip)]) == 2
-    assert "--save needs exactly one" in capsys.readouterr().err
+    assert "--output is for images" in capsys.readouterr().err
     # A mistyped image name with "!" is a missing file, not a GStreamer pipeline to wait for.
     assert classify.main(["--model", str(clf.model_path), str(tmp_path / "no!such.jpg")]) == 1
     assert "no such file" in capsys.readouterr().err

@@ -97,9 +97,14 @@ def test_batch_size_does_not_change_the_engine(tmp_path):
 
     model = tiny_models.make(tmp_path / "m.onnx")
     options = EngineOptions(engine="onnxruntime", tensorrt=TensorRTOptions(cache_dir=tmp_path / "trt"))
-    plans = [Classifier(model, options, batch_size=b, facts=TRT_HOST).report.provider_plan for b in (1, 16)]
-    (name_a, opts_a), (name_b, opts_b) = plans[0].providers[0], plans[1].providers[0]
+    plans = [Classifier(model, options, batch_size=b, facts=TRT_HOST).report.provider_plan for b in (1, 16, 48)]
+    (name_a, opts_a), (name_b, opts_b), (_, opts_c) = (p.providers[0] for p in plans)
     assert name_a == name_b == TRT and opts_a == opts_b
+    # Beyond the profile's 32 (48 camera streams in one round), its maximum covers the batch.
+    assert opts_a["trt_profile_max_shapes"].startswith("input:32x")
+    assert opts_c["trt_profile_max_shapes"].startswith("input:48x")
+    assert opts_c["trt_profile_opt_shapes"] == opts_a["trt_profile_opt_shapes"]
+    assert opts_c["trt_engine_cache_path"] != opts_a["trt_engine_cache_path"], "another profile, another engine"
 
 
 class _Options:

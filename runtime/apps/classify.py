@@ -36,6 +36,10 @@ examples:
   edge-classify clip.mp4 --json --every 5    every 5th frame of a video, one JSON line per frame
   edge-classify rtsp://cam/stream --save out.mp4   a live stream (stale frames dropped), annotated copy
   edge-classify --camera 0                   a V4L2 camera, until Ctrl-C
+  edge-classify rtsp://gate/s rtsp://dock/s --camera 0 --json   three live sources at once, batched
+  edge-classify --sources cams.txt --save out/   sources from a file ([NAME=]SOURCE per line); one annotated
+                                             video per source in out/, and out/mosaic.mp4 with them all
+  edge-classify --sources cams.txt --mosaic wall.jpg   a grid of every source, rewritten each second
 
 """ + exit_codes_help("edge-classify") + "\n"
 
@@ -58,13 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout")
     p.add_argument("--camera", type=int, action="append", default=None, metavar="N",
                    help="classify camera N (V4L2 index) frame by frame; repeatable")
+    p.add_argument("--sources", type=Path, action="append", default=None, metavar="FILE",
+                   help="videos and streams listed in FILE, one per line as [NAME=]SOURCE (# comments; relative "
+                        "paths from FILE's folder). Several videos and streams are classified concurrently: one "
+                        "reader per source, the newest frame of each batched into one inference")
     p.add_argument("--every", type=flags.positive_int, default=1, metavar="N",
                    help="videos and streams: classify every Nth frame (default: every frame)")
     p.add_argument("--save", type=Path, default=None, metavar="PATH",
-                   help="with one video or stream: write an annotated copy (.mp4/.avi video, or .jpg/.png: "
-                        "the last frame) with the top-k drawn on each frame")
+                   help="one video or stream: write an annotated copy (.mp4/.avi video, or .jpg/.png: the last "
+                        "frame) with the top-k drawn on each frame; several: PATH is a folder that gets NAME.mp4 per "
+                        "source and mosaic.mp4")
+    p.add_argument("--mosaic", type=Path, default=None, metavar="PATH",
+                   help="videos and streams: every source in one grid with its labels, for a monitor: a video "
+                        "(.mp4/.avi/.mkv, 10 frames/s of wall time) or an image (.jpg/.png, rewritten each second)")
     p.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
-                   help="live streams: how long to keep reconnecting a lost stream before giving up (exit 75)")
+                   help="live streams: how long to keep reconnecting a lost stream before it counts as lost; the "
+                        "others go on, and the run ends (exit 75) when every live source is lost")
+    p.add_argument("--stop-on-loss", action="store_true",
+                   help="several streams: end the run at the first source lost (exit 75) or video that cannot be "
+                        "read (exit 1), instead of going on with the others")
     p.add_argument("--threshold", type=flags.probability, default=None, metavar="P",
                    help="multi-label models: print every label scoring above P (default: the model's, 0.5); "
                         "JSON rows carry every label's score either way")
@@ -132,15 +148,25 @@ def _run(args) -> int:
     if args.model is None:
         _check_default_model(model)
     inputs = expand_inputs(args.inputs, warn) + [f"camera:{n}" for n in (args.camera or [])]
-    videos = [a for a in inputs if _is_stream(a)]
+    videos: list = [a for a in inputs if _is_stream(a)]
     inputs = [a for a in inputs if a not in videos]
+    for listed in args.sources or ():
+        from .multistream import read_sources_file
+
+        videos += read_sources_file(listed)
     if videos and args.output is not None:
         print("edge-classify: error: --output is for images; videos and streams print per-frame rows "
               "(--json) on stdout", file=sys.stderr)
         return EXIT_USAGE
-    if args.save is not None and len(videos) != 1:
-        print("edge-classify: error: --save needs exactly one video or stream", file=sys.stderr)
+    if (args.save is not None or args.mosaic is not None) and not videos:
+        print("edge-classify: error: --save and --mosaic need a video or stream", file=sys.stderr)
         return EXIT_USAGE
+    recorder = None
+    if videos:
+        from .multistream import Recorder, named_sources
+
+        videos = named_sources(videos)
+        recorder = Recorder(videos, save=args.save, mosaic=args.mosaic, every=args.every)  # paths checked now
     # auto: a small run goes to the leaner start-up
     options = flags.engine_options(args, images_hint=(len(inputs) or None) if not videos else None)
     decode = flags.decode_options(args)
@@ -213,7 +239,7 @@ def _run(args) -> int:
         if results is not None:
             results.close()
         progress.finish(done, failed, skipped)
-    frames_failed = sum(_run_stream(clf, v, args, info) for v in videos)
+    frames_failed = _run_streams(clf, videos, recorder, args, info, warn) if videos else 0
     if failed:
         info(f"{failed} of {len(inputs)} input(s) could not be classified")
     return EXIT_INPUTS_FAILED if failed or frames_failed else EXIT_OK
@@ -247,53 +273,68 @@ def _is_stream(arg: str) -> bool:
     return src.live or (os.path.isfile(arg) and is_video_path(arg))
 
 
-def _run_stream(clf, text: str, args, info) -> int:
-    """One video or stream, frame by frame (runtime/apps/streams.py); returns the frames that failed."""
-    from .streams import RollingRate, VideoSaver, annotate, classify_stream, parse_source
+def _run_streams(clf, sources, recorder, args, info, warn) -> int:
+    """Videos and streams, all at once (apps/multistream.py); returns the frames and sources
+    that failed or were lost. Ctrl-C ends a live run normally (the way to stop a camera), with
+    each source's summary; with a video not read to its end it is still an interruption (130)."""
+    from .multistream import MultiStream
 
-    src = parse_source(text)
-    saver = None
-    done = failed = dropped = 0
-    t0 = last_report = time.perf_counter()
-    rate = RollingRate()
-    results = classify_stream(clf, src, every=args.every, top_k=args.top_k, reconnect_s=args.reconnect)
+    def event(st, kind, message):
+        (warn if kind in ("lost", "failed") else info)(f"{st.name}: {message}")
+
+    run = MultiStream(clf, sources, every=args.every, top_k=args.top_k, reconnect_s=args.reconnect,
+                      stop_on_loss=args.stop_on_loss, on_event=event)
+    several = len(sources) > 1
+    last_report = time.perf_counter()
     try:
-        for r in results:
+        for r in run:
             res = r.classification
-            done += 1
-            dropped += r.dropped_before
-            rate.tick()
             if time.perf_counter() - last_report >= FPS_REPORT_EVERY_S:
                 last_report = time.perf_counter()
-                info(f"{src.name}: frame {r.frame}, {rate.rate():.1f} frames/s (last {rate.window:.0f} s)"
-                     + (f", {dropped} dropped so far" if dropped else ""))
+                info(_rate_line(run, r))
             if res.error:
-                failed += 1
-                print(f"edge-classify: {src.name} frame {r.frame}: {res.error}", file=sys.stderr)
+                print(f"edge-classify: {r.source} frame {r.frame}: {res.error}", file=sys.stderr)
             if args.json:
                 print(json.dumps(r.row()), flush=True)
             elif not res.error:
-                print(f"{src.name} frame {r.frame} @ {r.timestamp_ms / 1000:.2f}s")
+                print(f"{r.source} frame {r.frame} @ {r.timestamp_ms / 1000:.2f}s")
                 print("\n".join(format_result(res)), flush=True)
-            if args.save is not None:
-                if saver is None:
-                    saver = VideoSaver(args.save, fps=(r.fps or 25.0) / args.every)
-                shown = res.positive if res.positive is not None else res.predictions
-                saver.write(annotate(r.image_bgr, shown) if not res.error else r.image_bgr,
-                            repeat=1 + r.dropped_before if src.live else 1)
+            recorder.write(r, [st.state for st in run.stats])
     except KeyboardInterrupt:
-        info(f"{src.name}: interrupted")
-        if not src.live:
+        info("interrupted" if several else f"{sources[0].name}: interrupted")
+        if any(not st.live and st.active for st in run.stats):
             raise
     finally:
-        results.close()
-        if saver is not None:
-            saver.close()
-        took = time.perf_counter() - t0
-        info(f"{src.name}: {done} frame(s) classified" + (f", {dropped} dropped" if dropped else "")
-             + f" in {took:.1f} s ({done / took if took > 0 else 0:.1f} frames/s)"
-             + (f"; saved {args.save}" if saver is not None else ""))
-    return failed
+        run.close()
+        saved = recorder.close([st.state for st in run.stats])
+        for st in run.stats:
+            info(st.summary())
+        if several:
+            took = max(time.perf_counter() - min(st.started for st in run.stats), 1e-9)
+            total = sum(st.frames for st in run.stats)
+            info(f"{len(sources)} sources: {total} frame(s) in {took:.1f} s ({total / took:.1f} frames/s), "
+                 f"{run.rounds} batch(es)")
+        if saved:
+            info("saved " + ", ".join(str(p) for p in saved))
+    # A source lost or failed while others went on: some input was not (wholly) classified, 1.
+    return sum(st.failed for st in run.stats) + sum(st.state in ("failed", "lost") for st in run.stats)
+
+
+def _rate_line(run, r) -> str:
+    """The rolling-FPS line: one source's, or the total and each source's."""
+    if len(run.stats) == 1:
+        st = run.stats[0]
+        return (f"{st.name}: frame {r.frame}, {st.rate.rate():.1f} frames/s (last {st.rate.window:.0f} s)"
+                + (f", {st.dropped} dropped so far" if st.dropped else ""))
+    parts = []
+    for st in run.stats:
+        part = f"{st.name} {st.rate.rate():.1f}/s"
+        if st.dropped:
+            part += f" ({st.dropped} dropped)"
+        if st.state not in ("live", "playing"):
+            part += f" [{st.state}]"
+        parts.append(part)
+    return f"{run.rate.rate():.1f} frames/s (last {run.rate.window:.0f} s): " + ", ".join(parts)
 
 
 def _check_default_model(path: Path) -> None:

@@ -9,10 +9,10 @@ overwritten meanwhile are counted (``Frame.dropped_before``), so latency stays b
 inference. A live source that stops delivering is reopened with exponential backoff for a
 bounded time, then ``StreamLost`` ends the run with its own exit code.
 
-Frames are classified through ``Classifier.classify`` on the frame array, so a frame's
-prediction is by construction what classifying that decoded picture as an image gives
-(the model's contract preprocessing, nothing repeated here). OpenCV comes through ``deps``;
-nothing here imports TensorFlow.
+Here: opening sources, reading their frames, and drawing and saving results. Classifying
+them, one source or many at once, is apps/multistream.py's loop, through the classifier's
+own preprocessing, so a frame's prediction is by construction what classifying that decoded
+picture as an image gives. OpenCV comes through ``deps``; nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import re
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -31,7 +30,7 @@ import numpy as np
 
 from ..errors import EXIT_OUTPUT, EXIT_STREAM_LOST, EXIT_USAGE, EdgeClassifyError, InputError
 from ..host import deps
-from ..images import codec_messages, formats
+from ..images import formats
 from ..images.files import IMAGE_EXTENSIONS
 from ..results import frame_fields
 
@@ -126,6 +125,7 @@ class Frame:
     image_bgr: np.ndarray
     dropped_before: int = 0  # live: newer frames replaced this many since the previous one was taken
     fps: float = 0.0  # what the source declares (0: unknown, as many cameras say); for VideoSaver
+    captured: float = field(default_factory=time.perf_counter)  # when it was read: latency = result - this
 
 
 def frames(source: str | int | StreamSource, *, every: int = 1, opener: Callable[..., Capture] | None = None,
@@ -156,7 +156,8 @@ def frames(source: str | int | StreamSource, *, every: int = 1, opener: Callable
 
 
 def _file_frames(src: StreamSource, every: int, opener) -> Iterator[Frame]:
-    """Every ``every``-th frame of a file, read on the caller's thread (``_read_ahead`` overlaps it)."""
+    """Every ``every``-th frame of a file, read on the caller's thread (a reader thread's, for
+    ``classify_stream``: apps/multistream.py)."""
     if not os.path.isfile(src.value):
         raise InputError(f"{src.name}: no such video file")
     cv2 = deps.cv2()
@@ -192,36 +193,63 @@ def _fps(cap: Capture) -> float:
 
 
 class _LiveReader:
-    """Reads a live source on a thread into a 1-slot buffer, reconnecting when it is lost."""
+    """Reads a live source on a thread into a 1-slot buffer, reconnecting when it is lost.
 
-    def __init__(self, src, every, opener, reconnect_s, backoff, clock, sleep):
+    ``cond``: the condition its slot is guarded by and notified on (a new frame, a change of
+    ``state``, the end); many readers share one when one loop serves them all
+    (apps/multistream.py). ``state``: opening, live or reconnecting, then ended (``error``
+    says why: ``StreamLost`` after the reconnect budget)."""
+
+    def __init__(self, src, every, opener, reconnect_s, backoff, clock, sleep,
+                 cond: threading.Condition | None = None):
         self.src, self.every, self.opener = src, every, opener
         self.reconnect_s, self.backoff, self.clock = reconnect_s, backoff, clock
         self._stop = threading.Event()
         self.sleep = sleep or self._stop.wait
-        self._cond = threading.Condition()
+        self._cond = cond or threading.Condition()
         self._slot: Frame | None = None
         self._dropped = 0
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None
         self._done = False
+        self.state, self.reconnects = "opening", 0
         self._thread = threading.Thread(target=self._run, name="edge-stream-reader", daemon=True)
         self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """A frame is waiting (read under the shared condition)."""
+        return self._slot is not None
+
+    @property
+    def finished(self) -> bool:
+        """No frame will come any more (read under the shared condition)."""
+        return self._done and self._slot is None
 
     def take(self) -> Frame | None:
         """The newest frame (waiting for one), None once stopped; the reader's error is raised here."""
         with self._cond:
-            while self._slot is None and self._error is None and not self._done:
+            while self._slot is None and self.error is None and not self._done:
                 self._cond.wait(0.5)
             if self._slot is not None:
-                frame, self._slot = self._slot, None
-                frame.dropped_before, self._dropped = self._dropped, 0
-                return frame
-            if self._error is not None:
-                raise self._error
+                return self.take_nowait()
+            if self.error is not None:
+                raise self.error
             return None
 
-    def close(self) -> None:
+    def take_nowait(self) -> Frame | None:
+        """The waiting frame, or None (call with the condition held)."""
+        frame, self._slot = self._slot, None
+        if frame is not None:
+            frame.dropped_before, self._dropped = self._dropped, 0
+        return frame
+
+    def stop(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.stop()
         # A capture blocked in read() (a network timeout) finishes on its own: the thread is a daemon.
         self._thread.join(timeout=5.0)
 
@@ -241,6 +269,8 @@ class _LiveReader:
                 ok, image = cap.read() if cap is not None else (False, None)
                 if ok and image is not None:
                     lost_since, delay, attempts = None, self.backoff[0], 0
+                    if self.state != "live":
+                        self._set_state("live")
                     if index % self.every == 0:
                         self._publish(Frame(index, (self.clock() - t0) * 1000.0, image, 0, fps))
                     index += 1
@@ -248,6 +278,9 @@ class _LiveReader:
                 if cap is not None:
                     cap.release()
                     cap = None
+                if self.state == "live":
+                    self.reconnects += 1
+                    self._set_state("reconnecting")
                 now = self.clock()
                 lost_since = now if lost_since is None else lost_since
                 waited = now - lost_since
@@ -259,13 +292,18 @@ class _LiveReader:
                 delay = min(delay * 2, self.backoff[1])
         except BaseException as exc:  # handed to the consumer, raised from take()
             with self._cond:
-                self._error = exc
+                self.error = exc
         finally:
             if cap is not None:
                 cap.release()
             with self._cond:
-                self._done = True
+                self._done, self.state = True, "ended"
                 self._cond.notify_all()
+
+    def _set_state(self, state: str) -> None:
+        with self._cond:
+            self.state = state
+            self._cond.notify_all()
 
     def _publish(self, frame: Frame) -> None:
         with self._cond:
@@ -273,19 +311,6 @@ class _LiveReader:
                 self._dropped += 1
             self._slot = frame
             self._cond.notify_all()
-
-
-def _read_ahead(items: Iterator[Frame]) -> Iterator[Frame]:
-    """Decode the next frame on a thread while the caller classifies this one (files)."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="edge-stream-read")
-    try:
-        pending = pool.submit(next, items, None)
-        while (frame := pending.result()) is not None:
-            pending = pool.submit(next, items, None)
-            yield frame
-    finally:
-        pool.shutdown(wait=True)  # the read in flight ends; then the generator can be closed from here
-        items.close()  # releases the capture
 
 
 @dataclass
@@ -300,6 +325,9 @@ class FrameResult:
     classification: Any  # classifier.Classification; its source is the stream's name
     image_bgr: np.ndarray = field(repr=False)  # the frame as read, for annotate / VideoSaver
     _classifier: Any = field(default=None, repr=False)
+    latency_ms: float = 0.0  # from the frame's capture (its read) to its result
+    source_index: int = 0  # the source's place in the list given (apps/multistream.py)
+    round: int = 0  # which inference it shared: frames of one round ran as one batch
 
     def row(self) -> dict:
         """The row (results.py): the classifier's row (``path`` = the source) plus the frame's place."""
@@ -309,26 +337,16 @@ class FrameResult:
 
 def classify_stream(classifier, source: str | int | StreamSource, *, every: int = 1, top_k: int = 3,
                     **frame_options) -> Iterator[FrameResult]:
-    """Classify ``source`` frame by frame (``frame_options`` go to ``frames``).
+    """Classify one source frame by frame (``frame_options`` go to ``frames``): many streams'
+    loop (apps/multistream.py) over one source, whose loss or failure raises at once.
 
-    Each frame goes through ``classifier.classify`` as an array, so its prediction equals
-    classifying that picture. A frame the model cannot score (non-finite output) yields a
-    result with ``classification.error`` set; the stream goes on.
+    Each frame's prediction equals classifying that picture. A frame the model cannot score
+    (non-finite output) yields a result with ``classification.error`` set; the stream goes on.
+    Closing the iterator stops the reader and releases the capture.
     """
-    src = source if isinstance(source, StreamSource) else parse_source(source)
-    items = frames(src, every=every, **frame_options)
-    if not src.live:
-        items = _read_ahead(items)
-    rgb = classifier.decode_options.array_color_order == "RGB"
-    with codec_messages.held():  # fd 2 stays put for the whole stream, not switched per frame
-        try:
-            for f in items:
-                picture = f.image_bgr[..., ::-1] if rgb else f.image_bgr
-                result = classifier.classify([picture], top_k=top_k, errors="collect")[0]
-                yield FrameResult(src.name, f.index, f.timestamp_ms, f.dropped_before, f.fps,
-                                  replace(result, source=src.name), f.image_bgr, classifier)
-        finally:
-            items.close()
+    from .multistream import MultiStream
+
+    return MultiStream(classifier, [source], every=every, top_k=top_k, stop_on_loss=True, **frame_options)
 
 
 class RollingRate:

@@ -62,7 +62,8 @@ def load(model: str | os.PathLike | bytes, options: EngineOptions | None = None,
          *, measure_batch: int = 8, on_status: Callable[[str], None] | None = None) -> LoadedModel:
     """Load ``model`` (a path, or the serialized ONNX bytes) as ``options`` ask, on the machine
     ``facts`` describe (default: this one, probed as needed). ``measure_batch``: the batch
-    at which ``auto`` times the engines when it measures. Raises ``EdgeClassifyError``."""
+    the caller will run (``auto`` times the engines at it, up to 8; TensorRT's profile
+    covers it). Raises ``EdgeClassifyError``."""
     return _Load(model, options or EngineOptions(), facts or MachineFacts(), measure_batch, on_status).run()
 
 
@@ -241,7 +242,8 @@ class _Load:
                     cache_base=self.opt.tensorrt.cache_dir or default_trt_cache_dir(), model_sha256=self.sha256,
                     precision=m.precision, input_name=m.input_name, input_shape=pre.input_shape(),
                     static_batch=m.batch, ort_version=deps.onnxruntime().__version__,
-                    trt_version=gpu.tensorrt_version(), gpu=gpu.gpu_name(), fp16=self.opt.tensorrt.fp16)
+                    trt_version=gpu.tensorrt_version(), gpu=gpu.gpu_name(), fp16=self.opt.tensorrt.fp16,
+                    max_batch=self.measure_batch)
                 plan = plan_providers(self.opt.providers, available, trt, unusable)
         self.report.provider_plan = plan
         return plan

@@ -18,8 +18,10 @@ and issue tracker):
 * **Timing cache**: ``trt_timing_cache_path`` is an unknown option before ONNX Runtime 1.17
   (JetPack 5's wheels), which makes the provider fail every time; it is set only on 1.17+.
 * **Profile**: a dynamic batch gets one fixed profile (``PROFILE_BATCHES``: 1 / 8 / 32),
-  independent of ``--batch-size``, so changing the batch size never rebuilds the engine
-  (minutes on a Jetson) nor overwrites the cached one.
+  independent of ``--batch-size`` up to 32, so changing the batch size never rebuilds the
+  engine (minutes on a Jetson) nor overwrites the cached one. A larger batch (many camera
+  streams in one inference, ``--batch-size 48``) raises the profile's maximum to it: outside
+  the profile TensorRT refuses the shape.
 """
 
 from __future__ import annotations
@@ -77,11 +79,13 @@ def cached_engines(folder: str | os.PathLike) -> list[Path]:
         return []
 
 
-def profile_shapes(input_name: str, input_shape: tuple, static_batch: int | None) -> dict:
+def profile_shapes(input_name: str, input_shape: tuple, static_batch: int | None, max_batch: int = 1) -> dict:
+    """The one optimisation profile; ``max_batch``: the largest batch the caller will run."""
     if static_batch:
         return {}
     dims = "x".join(str(d) for d in input_shape)
     lo, opt, hi = PROFILE_BATCHES
+    hi = max(hi, max_batch)
     return {"trt_profile_min_shapes": f"{input_name}:{lo}x{dims}",
             "trt_profile_opt_shapes": f"{input_name}:{opt}x{dims}",
             "trt_profile_max_shapes": f"{input_name}:{hi}x{dims}"}
@@ -89,9 +93,10 @@ def profile_shapes(input_name: str, input_shape: tuple, static_batch: int | None
 
 def options(*, cache_base: str | os.PathLike, model_sha256: str, precision: str, input_name: str,
             input_shape: tuple, static_batch: int | None, ort_version: str, trt_version: str = "unknown",
-            gpu: str = "unknown", fp16: bool = True) -> dict:
-    """The TensorRT provider options for one model on this device."""
-    profile = profile_shapes(input_name, input_shape, static_batch)
+            gpu: str = "unknown", fp16: bool = True, max_batch: int = 1) -> dict:
+    """The TensorRT provider options for one model on this device, running batches of up to
+    ``max_batch``."""
+    profile = profile_shapes(input_name, input_shape, static_batch, max_batch)
     key = engine_key(model_sha256, precision, json.dumps(profile, sort_keys=True) or "static",
                      {"onnxruntime": ort_version, "tensorrt": trt_version}, gpu)
     folder = str(engine_cache_dir(cache_base, key))
