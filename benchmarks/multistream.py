@@ -11,7 +11,10 @@ instead), so the sources outrun the model and every round finds a new frame of e
 loop, not the sources, is what is measured. Each read returns a fresh copy of its frame, as
 a capture's buffer is.
 
-Per round, in rotating order so that drift hits every system:
+Each N runs on a ``Classifier`` loaded for batch N, as ``edge-classify`` loads one for N
+streams (``auto`` measures the engines at that batch; OpenVINO compiles it), and the
+baseline on one loaded for batch 4. Per round, in rotating order so that drift hits every
+system:
 
 * ``batch4``: the baseline, the model alone: ``Classifier.run`` on a preprocessed batch of 4
   for ``--seconds``: images/s. The loop also resizes each frame from 640x480 and normalizes
@@ -164,8 +167,12 @@ def run(model: Path, counts: list[int], seconds: float, rounds: int, engine: str
     from edge_classify.runtime import Classifier, EngineOptions
 
     frames = pictures()
-    clf = Classifier(model, EngineOptions(engine=engine, threads=threads), batch_size=max(8, max(counts)))
-    say(f"model {model.name} on {clf.runner.engine} ({clf.runner.provider}), {clf.runner.precision}")
+    clfs: dict[int, Classifier] = {}
+    for n in sorted({4, *counts}):  # each loaded for its batch, as edge-classify loads it for N streams
+        clfs[n] = Classifier(model, EngineOptions(engine=engine, threads=threads), batch_size=n)
+        say(f"batch {n}: model {model.name} on {clfs[n].runner.engine} ({clfs[n].runner.provider}), "
+            f"{clfs[n].runner.precision}")
+    clf = clfs[4]
     base0 = batch4(clf, frames, min(seconds, 3.0))
     say(f"batch-4 in-process: {base0:.1f} images/s; the sources deliver "
         + (f"{fps:.0f} frames/s each" if fps else f"{2 * base0:.0f} frames/s together"))
@@ -180,7 +187,7 @@ def run(model: Path, counts: list[int], seconds: float, rounds: int, engine: str
                 say(f"round {rnd + 1}: {name} {samples[name][-1]:.1f} images/s")
             else:
                 n = int(name[7:])
-                res = streams(clf, frames, n, fps or 2.0 * base0 / n, seconds)
+                res = streams(clfs[n], frames, n, fps or 2.0 * base0 / n, seconds)
                 samples[name].append(res)
                 say(f"round {rnd + 1}: {res['sources']} sources {res['total_fps']:.1f} frames/s, lowest source "
                     f"{res['min_share']:.2f}x its share, dropped {res['dropped_share']:.0%}, latency p50 "
@@ -200,6 +207,7 @@ def run(model: Path, counts: list[int], seconds: float, rounds: int, engine: str
             "mean_batch": spread([g["mean_batch"] for g in got]),
         }
     return {"model": str(model), "engine": clf.runner.engine, "provider": clf.runner.provider,
+            "engines_per_batch": {n: c.runner.engine for n, c in clfs.items()},
             "compute_precision": clf.runner.precision, "source_fps": fps or f"2 x {base0:.1f} / N",
             "seconds": seconds, "rounds": rounds, "frame_size": SIZE,
             "batch4_images_per_s": spread(samples["batch4"]), "classify4_images_per_s": spread(samples["classify4"]),

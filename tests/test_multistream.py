@@ -47,6 +47,12 @@ def clf(tmp_path_factory) -> Classifier:
     return Classifier(model, EngineOptions(engine="onnxruntime", providers="cpu"))
 
 
+@pytest.fixture(scope="module")
+def ov_clf(clf) -> Classifier:
+    """The same model on OpenVINO (the [openvino] extra; the test extras install it)."""
+    return Classifier(clf.model_path, EngineOptions(engine="openvino"))
+
+
 def frames_of(pictures, size, n, offset=0):
     return [cv2.resize(pictures[(i + offset) % len(pictures)], size, interpolation=cv2.INTER_AREA) for i in range(n)]
 
@@ -102,7 +108,10 @@ def free_port() -> int:
 
 
 # --------------------------------------------------------------------------- files
-def test_files_at_once_every_frame_as_classified_alone_and_interleaved(clf, clips):
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_files_at_once_every_frame_as_classified_alone_and_interleaved(engine, request, clips):
+    clf = request.getfixturevalue("clf" if engine == "onnxruntime" else "ov_clf")
+    assert clf.runner.engine == engine
     with MultiStream(clf, [str(c) for c in clips], top_k=3) as run:
         results = list(run)
     by = defaultdict(list)
@@ -389,3 +398,33 @@ def test_sources_file(tmp_path):
         read_sources_file(tmp_path / "empty.txt")
     with pytest.raises(EdgeClassifyError, match="cannot read the sources file"):
         read_sources_file(tmp_path / "missing.txt")
+
+
+def test_cli_streams_alone_load_the_model_for_their_batch_and_show_each_rate(clf, clips, capsys, monkeypatch):
+    """Three videos: the model is loaded for batch 3 (a round holds one frame per source; loaded
+    for 8, OpenVINO would pad every round to 8), and the rolling line names every source."""
+    from edge_classify.runtime import classifier
+
+    loaded = []
+    real = classifier.Classifier.__init__
+
+    def spy(self, *args, **kw):
+        loaded.append(kw.get("batch_size"))
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(classifier.Classifier, "__init__", spy)
+    monkeypatch.setattr(classify, "FPS_REPORT_EVERY_S", 0.0)
+    assert classify.main(["--model", str(clf.model_path), "--json", *map(str, clips)]) == 0
+    out, err = capsys.readouterr()
+    assert loaded == [3]
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert Counter(r["source"] for r in rows) == {str(clips[0]): 9, str(clips[1]): 12, str(clips[2]): 7}
+    assert max(r["timings_ms"]["batch"] for r in rows) == 3
+    rate_lines = [line for line in err.splitlines() if "frames/s (last 5 s): " in line]
+    assert rate_lines and all(str(c) in rate_lines[0] for c in clips)
+    assert "[ended]" in rate_lines[-1]
+    loaded.clear()
+    image = clips[0].with_name("still.png")
+    cv2.imwrite(str(image), decode_all(clips[0])[0])
+    assert classify.main(["--model", str(clf.model_path), "--json", "-q", str(image), *map(str, clips)]) == 0
+    assert loaded == [8], "with images too, the images' batch"

@@ -15,8 +15,9 @@ results per source.
   is served at least once every ceil(sources / batch) rounds and all equally often: none
   starves, none is favoured. (Ordering by "last served round" alone is not enough: sources
   served in the same round then tie, and a fixed tie-break favours the same ones.) Live
-  sources are never waited for. A file that has no frame decoded yet is waited for a
-  moment (``FILE_WAIT_S``), so files advance together instead of one racing ahead. The
+  sources are never waited for. When only files are ready, one that has no frame decoded
+  yet is waited for a moment (``FILE_WAIT_S``), so files advance together instead of one
+  racing ahead; a ready live frame is never held back for a file. The
   picked frames are resized on a thread pool kept for the run, then run as one inference
   (``Classifier.classify_prepared``: the same preprocessing and rows as images, so a frame's
   prediction is what classifying that decoded picture alone gives). A static-batch model's
@@ -376,7 +377,8 @@ class MultiStream:
                     now = time.monotonic()
                     if ready and waiting and deadline is None:
                         deadline = now + FILE_WAIT_S
-                    if ready and (not waiting or now >= deadline):
+                    live_ready = any(self.sources[i].source.live for i in ready)
+                    if ready and (not waiting or live_ready or now >= deadline):
                         picked = [i for i in order if i in ready][: self.batch_size]
                         order[:] = [i for i in order if i not in picked] + picked
                         return [(i, self._readers[i].take_nowait()) for i in picked]
