@@ -132,6 +132,25 @@ class FakeTime:
         self.now += s
 
 
+def top(result):
+    """A result's top-k: (indices, probabilities)."""
+    return [p.index for p in result.predictions], [p.probability for p in result.predictions]
+
+
+class Slow:
+    """The classifier, ``delay`` seconds slower per inference: sources outrun the model."""
+
+    def __init__(self, clf, delay):
+        self.clf, self.delay = clf, delay
+
+    def classify_prepared(self, *args, **kw):
+        time.sleep(self.delay)
+        return self.clf.classify_prepared(*args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.clf, name)
+
+
 class MjpegServer:
     """``http://127.0.0.1:PORT/video.mjpg``: an endless multipart JPEG stream, ``fps`` frames a
     second cycling through ``pictures``, to every client. ``kill()`` drops every connection

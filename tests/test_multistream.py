@@ -31,7 +31,7 @@ from edge_classify.runtime.apps.multistream import MultiStream, named_sources, r
 from edge_classify.runtime.apps.streams import StreamLost
 from edge_classify.runtime.classifier import Classifier
 from edge_classify.runtime.errors import EdgeClassifyError
-from stream_helpers import FakeCapture, MjpegServer, decode_all, write_video
+from stream_helpers import FakeCapture, MjpegServer, Slow, decode_all, top, write_video
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,6 @@ def clips(tmp_path_factory, pictures):
             write_video(d / "portrait.avi", frames_of(pictures, (96, 128), 7, 6))]
 
 
-def top(result):
-    return [p.index for p in result.predictions], [p.probability for p in result.predictions]
-
-
 def assert_as_alone(clf, r):
     """The frame's result is exactly that of classifying its decoded picture alone (RGB, as a
     user passes it), though it ran in a batch with other sources' frames."""
@@ -85,20 +81,6 @@ def assert_rounds_exact(clf, results):
     for got in rounds.values():
         want = clf.classify([r.image_bgr[..., ::-1].copy() for r in got], top_k=3)
         assert [top(r.classification) for r in got] == [top(w) for w in want]
-
-
-class Slow:
-    """The classifier, ``delay`` seconds slower per inference: sources outrun the model."""
-
-    def __init__(self, clf, delay):
-        self.clf, self.delay = clf, delay
-
-    def classify_prepared(self, *args, **kw):
-        time.sleep(self.delay)
-        return self.clf.classify_prepared(*args, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.clf, name)
 
 
 def free_port() -> int:

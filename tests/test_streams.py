@@ -10,7 +10,6 @@ sleep (reconnect and give-up; no test waits for real or asserts wall-clock time)
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
@@ -32,7 +31,8 @@ from edge_classify.runtime.apps.streams import (
 )
 from edge_classify.runtime.classifier import Classifier
 from edge_classify.runtime.errors import EdgeClassifyError, InputError
-from stream_helpers import FakeCapture, FakeTime, GatedCapture, NotOpened, Script, decode_all, index_of, numbered
+from stream_helpers import (FakeCapture, FakeTime, GatedCapture, NotOpened, Script, Slow, decode_all, index_of,
+                            numbered, top)
 from stream_helpers import write_video as _write_video
 
 SIZE = (160, 120)  # width, height
@@ -60,24 +60,6 @@ def write_video(path, images, fourcc="MJPG", fps=FPS):
 def clip(tmp_path_factory, pictures):
     """12 frames cycling through six photos."""
     return write_video(tmp_path_factory.mktemp("video") / "clip.avi", [pictures[i % 6] for i in range(12)])
-
-
-def top(result):
-    return [p.index for p in result.predictions], [p.probability for p in result.predictions]
-
-
-class Slow:
-    """The classifier, ``delay`` seconds slower per inference (inference slower than the source)."""
-
-    def __init__(self, clf, delay):
-        self.clf, self.delay = clf, delay
-
-    def classify_prepared(self, *args, **kw):
-        time.sleep(self.delay)
-        return self.clf.classify_prepared(*args, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.clf, name)
 
 
 # --------------------------------------------------------------------------- files

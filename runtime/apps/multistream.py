@@ -61,6 +61,7 @@ from .streams import (
     VideoSaver,
     _file_frames,
     _LiveReader,
+    _ReaderThread,
     annotate,
     parse_source,
 )
@@ -173,9 +174,9 @@ class SourceStats:
         return line
 
 
-class _FileReader:
+class _FileReader(_ReaderThread):
     """Reads a video file on a thread, every wanted frame in order, at most ``FILE_AHEAD``
-    ahead of the loop (it waits rather than drops). Same face as ``_LiveReader``."""
+    ahead of the loop (it waits rather than drops)."""
 
     def __init__(self, src: StreamSource, every: int, opener, cond: threading.Condition):
         self.src, self.every, self.opener, self._cond = src, every, opener, cond
@@ -202,15 +203,6 @@ class _FileReader:
         frame = self._queue.popleft()
         self._cond.notify_all()  # room for the reader
         return frame
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        self.stop()
-        self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
         items = _file_frames(self.src, self.every, self.opener)

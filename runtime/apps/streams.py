@@ -192,7 +192,27 @@ def _fps(cap: Capture) -> float:
     return float(fps) if fps and 0 < fps < 1000 else 0.0  # NaN, 0 and nonsense (90000: a timebase) are unknown
 
 
-class _LiveReader:
+class _ReaderThread:
+    """A source's reader thread, as the loop that takes its frames sees it (apps/multistream.py):
+    ``ready`` / ``finished`` / ``take_nowait()`` under the shared condition, ``state``,
+    ``reconnects`` and ``error``; ``stop()`` asks it to end, ``close()`` waits for that."""
+
+    _stop: threading.Event
+    _cond: threading.Condition
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self.stop()
+        # A capture blocked in read() (a network timeout) finishes on its own: the thread is a daemon.
+        self._thread.join(timeout=5.0)
+
+
+class _LiveReader(_ReaderThread):
     """Reads a live source on a thread into a 1-slot buffer, reconnecting when it is lost.
 
     ``cond``: the condition its slot is guarded by and notified on (a new frame, a change of
@@ -242,16 +262,6 @@ class _LiveReader:
         if frame is not None:
             frame.dropped_before, self._dropped = self._dropped, 0
         return frame
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        self.stop()
-        # A capture blocked in read() (a network timeout) finishes on its own: the thread is a daemon.
-        self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
         cap, index, attempts, fps = None, 0, 0, 0.0
