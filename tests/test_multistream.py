@@ -112,9 +112,11 @@ def test_files_at_once_every_frame_as_classified_alone_and_interleaved(engine, r
     assert len({r.classification.predictions[0].index for r in results}) > 1, "the model must tell frames apart"
     assert_rounds_exact(clf, results)
     # Concurrent, not one after another: rounds batch several sources, and every source is
-    # served from the first rounds while the others still have frames.
-    assert run.rounds < len(results)
-    assert max(r.classification.timings_ms["batch"] for r in results) == 3
+    # served from the first rounds while the others still have frames. Files alone fill the
+    # batch (8): each its share, consecutive frames.
+    assert run.rounds < len(results) / 3
+    assert max(r.classification.timings_ms["batch"] for r in results) > 3
+    assert all(len({r.source for r in results if r.round == k}) == 3 for k in range(2))
     first = {s: min(r.round for r in rs) for s, rs in by.items()}
     last = {s: max(r.round for r in rs) for s, rs in by.items()}
     assert max(first.values()) < min(last.values())
@@ -382,9 +384,10 @@ def test_sources_file(tmp_path):
         read_sources_file(tmp_path / "missing.txt")
 
 
-def test_cli_streams_alone_load_the_model_for_their_batch_and_show_each_rate(clf, clips, capsys, monkeypatch):
-    """Three videos: the model is loaded for batch 3 (a round holds one frame per source; loaded
-    for 8, OpenVINO would pad every round to 8), and the rolling line names every source."""
+def test_cli_loads_the_model_for_the_rounds_batch_and_shows_each_rate(clf, clips, pictures, capsys, monkeypatch):
+    """Videos alone fill whole batches (the model loaded for --batch-size 8); with live sources
+    a round holds one frame per source, and the model is loaded for that batch (loaded for 8,
+    OpenVINO padded 4 cameras' rounds to 8). The rolling line names every source."""
     from edge_classify.runtime import classifier
 
     loaded = []
@@ -398,15 +401,35 @@ def test_cli_streams_alone_load_the_model_for_their_batch_and_show_each_rate(clf
     monkeypatch.setattr(classify, "FPS_REPORT_EVERY_S", 0.0)
     assert classify.main(["--model", str(clf.model_path), "--json", *map(str, clips)]) == 0
     out, err = capsys.readouterr()
-    assert loaded == [3]
+    assert loaded == [8]
     rows = [json.loads(line) for line in out.splitlines()]
     assert Counter(r["source"] for r in rows) == {str(clips[0]): 9, str(clips[1]): 12, str(clips[2]): 7}
-    assert max(r["timings_ms"]["batch"] for r in rows) == 3
     rate_lines = [line for line in err.splitlines() if "frames/s (last 5 s): " in line]
     assert rate_lines and all(str(c) in rate_lines[0] for c in clips)
     assert "[ended]" in rate_lines[-1]
+
+    # Two cameras beside the videos: batch min(8, 5); both cameras unplugged once they have
+    # sent a few frames, so every live source is lost: the videos are finished, then 75.
     loaded.clear()
-    image = clips[0].with_name("still.png")
-    cv2.imwrite(str(image), decode_all(clips[0])[0])
-    assert classify.main(["--model", str(clf.model_path), "--json", "-q", str(image), *map(str, clips)]) == 0
-    assert loaded == [8], "with images too, the images' batch"
+    small = frames_of(pictures, (160, 120), 4)
+    cams = [MjpegServer(small[i::2], fps=20).start() for i in range(2)]
+
+    def unplug():
+        deadline = time.monotonic() + 30
+        while any(c.sent < 10 for c in cams) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for c in cams:
+            c.kill()
+
+    threading.Thread(target=unplug, daemon=True).start()
+    try:
+        rc = classify.main(["--model", str(clf.model_path), "--json", "-q", "--reconnect", "0.5",
+                            *map(str, clips), cams[0].url, cams[1].url])
+    finally:
+        for c in cams:
+            c.kill()
+    out, err = capsys.readouterr()
+    assert loaded == [5] and rc == 75
+    assert "every live source was lost" in err
+    rows = Counter(json.loads(line)["source"] for line in out.splitlines())
+    assert [rows[str(c)] for c in clips] == [9, 12, 7] and rows[cams[0].url] > 0 and rows[cams[1].url] > 0

@@ -170,10 +170,12 @@ def _run(args) -> int:
     # auto: a small run goes to the leaner start-up
     options = flags.engine_options(args, images_hint=(len(inputs) or None) if not videos else None)
     decode = flags.decode_options(args)
-    # Streams alone: a round holds at most one frame per source, so the model is loaded, measured
-    # and compiled for that batch. Loaded for 8, OpenVINO ran 4 cameras' rounds padded to its
-    # batch-8 model: half of each inference wasted (186 against 360 frames/s, INT8 ResNet50).
-    batch = min(args.batch_size, len(videos)) if videos and not inputs else args.batch_size
+    # Live streams alone: a round holds at most one frame per source, so the model is loaded,
+    # measured and compiled for that batch. Loaded for 8, OpenVINO ran 4 cameras' rounds padded
+    # to its batch-8 model: half of each inference wasted (186 against 360 frames/s, INT8
+    # ResNet50). Video files alone fill whole batches (multistream.py).
+    live = videos and not inputs and any(s.source.live for s in videos)
+    batch = min(args.batch_size, len(videos)) if live else args.batch_size
     if args.warmup and args.engine == "auto":  # measure auto's choice now, not in the next runs' time
         from ..engines import loader
 

@@ -8,9 +8,9 @@ results per source.
   only its newest frame: the loop takes what is newest when it is free, and the frames
   overwritten meanwhile are counted as dropped, so latency stays bounded by one round.
   A video file is a record: it is read completely and in order, a few frames ahead
-  (``FILE_AHEAD``), and the reader waits for the loop instead of dropping.
-* **Batching.** Each round takes at most one frame per source, up to the batch size, in a
-  round-robin order: sources wait in a queue, the first ready ones in it are served, and
+  (``FILE_AHEAD``, or a batch), and the reader waits for the loop instead of dropping.
+* **Batching.** Each round takes at most one frame per source, up to the batch size (with
+  files alone, each file's share of the batch: consecutive frames), in a round-robin order: sources wait in a queue, the first ready ones in it are served, and
   those served go to its back. When more sources are ready than a batch holds, every source
   is served at least once every ceil(sources / batch) rounds and all equally often: none
   starves, none is favoured. (Ordering by "last served round" alone is not enough: sources
@@ -175,11 +175,11 @@ class SourceStats:
 
 
 class _FileReader(_ReaderThread):
-    """Reads a video file on a thread, every wanted frame in order, at most ``FILE_AHEAD``
+    """Reads a video file on a thread, every wanted frame in order, at most ``ahead`` frames
     ahead of the loop (it waits rather than drops)."""
 
-    def __init__(self, src: StreamSource, every: int, opener, cond: threading.Condition):
-        self.src, self.every, self.opener, self._cond = src, every, opener, cond
+    def __init__(self, src: StreamSource, every: int, opener, cond: threading.Condition, ahead: int = FILE_AHEAD):
+        self.src, self.every, self.opener, self._cond, self.ahead = src, every, opener, cond, ahead
         self._queue: deque[Frame] = deque()
         self._stop = threading.Event()
         self.error: BaseException | None = None
@@ -210,7 +210,7 @@ class _FileReader(_ReaderThread):
             for frame in items:
                 with self._cond:
                     self.state = "playing"
-                    while len(self._queue) >= FILE_AHEAD and not self._stop.is_set():
+                    while len(self._queue) >= self.ahead and not self._stop.is_set():
                         self._cond.wait(0.5)
                     if self._stop.is_set():
                         return
@@ -300,7 +300,7 @@ class MultiStream:
                 r = _LiveReader(s.source, self.every, self.opener, self.reconnect_s, self.backoff, self.clock,
                                 self.sleep, cond=self._cond)
             else:
-                r = _FileReader(s.source, self.every, self.opener, self._cond)
+                r = _FileReader(s.source, self.every, self.opener, self._cond, max(FILE_AHEAD, self.batch_size))
             self._readers.append(r)
         workers = max(1, min(self.batch_size, len(self.sources), self.classifier.decode_threads))
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-frame-resize")
@@ -373,7 +373,17 @@ class MultiStream:
                     if ready and (not waiting or live_ready or now >= deadline):
                         picked = [i for i in order if i in ready][: self.batch_size]
                         order[:] = [i for i in order if i not in picked] + picked
-                        return [(i, self._readers[i].take_nowait()) for i in picked]
+                        # Files alone: no camera waits on a bigger batch, so each file gives its
+                        # share of it (consecutive frames), not one frame a round.
+                        share = 1 if any(self.sources[i].source.live for i in active) else \
+                            max(1, self.batch_size // len(active))
+                        out = []
+                        for i in picked:
+                            for _ in range(share):
+                                if len(out) == self.batch_size or not self._readers[i].ready:
+                                    break
+                                out.append((i, self._readers[i].take_nowait()))
+                        return out
                     self._cond.wait(max(0.01, min(0.5, deadline - now)) if deadline is not None else 0.5)
                     continue
             for ev in events:  # outside the lock: a caller's callback may be slow
