@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import signal
 import socket
@@ -254,8 +255,9 @@ class Command:
     """``edge-classify`` as a user runs it, its stdout rows and stderr lines read on threads."""
 
     def __init__(self, args):
+        env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a hang is diagnosed: SIGABRT prints every stack
         self.proc = subprocess.Popen([script("edge-classify"), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, errors="replace", env=env)
         self.rows, self.err = queue.Queue(), []
         self.by_source = Counter()
         threading.Thread(target=self._read_out, daemon=True).start()
@@ -263,7 +265,11 @@ class Command:
 
     def _read_out(self):
         for line in self.proc.stdout:
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut by the signal: keep reading, or a full pipe would block it
+                self.err.append(f"(stdout, not a row) {line!r}")
+                continue
             self.by_source[row["source"]] += 1
             self.rows.put(row)
 
@@ -279,9 +285,14 @@ class Command:
                 raise AssertionError(f"waited in vain; rows {dict(self.by_source)}; stderr:\n" + "\n".join(self.err))
             time.sleep(0.05)
 
-    def finish(self, timeout=30.0) -> int:
+    def finish(self, timeout=60.0) -> int:
         try:
             return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            time.sleep(3)
+            raise AssertionError(f"still running {timeout:.0f} s on; its stderr (stacks last):\n"
+                                 + "\n".join(self.err[-120:])) from None
         finally:
             self.proc.kill()
             time.sleep(0.1)  # the reader threads take the last lines

@@ -311,8 +311,9 @@ class MultiStream:
         self._shut = True
         for r in self._readers:  # all told first: they stop together, not one join after another
             r.stop()
+        deadline = time.monotonic() + 5.0  # for all of them: a capture stuck in a network read is left behind
         for r in self._readers:
-            r.close()
+            r.close(max(0.0, deadline - time.monotonic()))
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         now = time.perf_counter()

@@ -206,10 +206,10 @@ class _ReaderThread:
         with self._cond:
             self._cond.notify_all()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         self.stop()
         # A capture blocked in read() (a network timeout) finishes on its own: the thread is a daemon.
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=timeout)
 
 
 class _LiveReader(_ReaderThread):
