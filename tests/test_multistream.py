@@ -256,8 +256,11 @@ class Command:
 
     def __init__(self, args):
         env = dict(os.environ, PYTHONFAULTHANDLER="1")  # a hang is diagnosed: SIGABRT prints every stack
+        # SIGINT as a terminal has it: a runner started in the background (`nohup bash .ci/run &`)
+        # passes it on ignored, and Python then keeps ignoring it: Ctrl-C would never arrive.
         self.proc = subprocess.Popen([script("edge-classify"), *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, errors="replace", env=env)
+                                     stderr=subprocess.PIPE, text=True, errors="replace", env=env,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.rows, self.err = queue.Queue(), []
         self.by_source = Counter()
         threading.Thread(target=self._read_out, daemon=True).start()
