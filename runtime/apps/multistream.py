@@ -302,7 +302,7 @@ class MultiStream:
             else:
                 r = _FileReader(s.source, self.every, self.opener, self._cond, max(FILE_AHEAD, self.batch_size))
             self._readers.append(r)
-        workers = max(1, min(self.batch_size, len(self.sources), self.classifier.decode_threads))
+        workers = max(1, min(self.batch_size, self.classifier.decode_threads))  # a round's frames, resized together
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="edge-frame-resize")
 
     def _shutdown(self) -> None:
@@ -405,6 +405,8 @@ class MultiStream:
                 st.state = "lost" if st.live else "failed"
                 st.error = r.error.message if isinstance(r.error, EdgeClassifyError) else \
                     f"{type(r.error).__name__}: {first_line(r.error)}"
+                own = f"{self.sources[i].source.name}: "  # a file's errors start with its name: said once
+                st.error = st.error[len(own):] if st.error.startswith(own) else st.error
                 events.append(_Event(i, st.state, st.error))
             elif r.state != st.state and r.state in ("live", "reconnecting", "playing"):
                 before, st.state, st.reconnects = st.state, r.state, r.reconnects
