@@ -447,3 +447,29 @@ def test_cli_loads_the_model_for_the_rounds_batch_and_shows_each_rate(clf, clips
     assert "every live source was lost" in err
     rows = Counter(json.loads(line)["source"] for line in out.splitlines())
     assert [rows[str(c)] for c in clips] == [9, 12, 7] and rows[cams[0].url] > 0 and rows[cams[1].url] > 0
+
+
+def test_the_wall_image_shows_a_lost_source_without_waiting_for_a_frame(tmp_path, pictures):
+    """A mosaic image is rewritten at most every second; a state change (here: lost) is
+    drawn at the next refresh even when no source delivers a frame any more."""
+    from edge_classify.runtime.apps.multistream import Recorder
+
+    now = [0.0]
+    wall = tmp_path / "wall.jpg"
+    rec = Recorder(named_sources([("gate", "rtsp://cams.local/gate"), ("dock", "rtsp://cams.local/dock")]),
+                   mosaic=wall, clock=lambda: now[0])
+    tile = rec.mosaic.tile
+    frame = cv2.resize(pictures[0], (640, 360))
+    for i in range(2):
+        rec.mosaic.update(i, frame, [])
+    rec.refresh(["live", "live"])
+    before = cv2.imread(str(wall))[: tile[1], : tile[0]].astype(float)
+    now[0] += 0.5
+    rec.refresh(["lost", "live"])  # within the second: not rewritten yet
+    assert np.array_equal(cv2.imread(str(wall))[: tile[1], : tile[0]], before.astype(np.uint8))
+    now[0] += 0.6
+    rec.refresh(["lost", "live"])
+    after = cv2.imread(str(wall))
+    lost, live = after[: tile[1], : tile[0]].astype(float), after[: tile[1], tile[0]:].astype(float)
+    assert lost.mean() < 0.7 * before.mean() and abs(live.mean() - before.mean()) < 5, "the lost tile is dimmed"
+    rec.close(["lost", "lost"])

@@ -286,6 +286,7 @@ def _run_streams(clf, sources, recorder, args, info, warn) -> int:
 
     def event(st, kind, message):
         (warn if kind in ("lost", "failed") else info)(f"{st.name}: {message}")
+        recorder.refresh([s.state for s in run.stats])
 
     run = MultiStream(clf, sources, every=args.every, top_k=args.top_k, reconnect_s=args.reconnect,
                       stop_on_loss=args.stop_on_loss, on_event=event)

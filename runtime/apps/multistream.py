@@ -603,6 +603,12 @@ class Recorder:
             self.mosaic.update(i, r.image_bgr, shown)
             self.mosaic.tick(states)
 
+    def refresh(self, states: Sequence[str]) -> None:
+        """A source changed state with no frame to show (reconnecting, lost, ended): the mosaic
+        says so now, not when the next frame of another source comes (none may)."""
+        if self.mosaic is not None:
+            self.mosaic.tick(states)
+
     def close(self, states: Sequence[str] | None = None) -> list[Path]:
         """Finish every file; returns those written."""
         written, error = [], None
