@@ -32,7 +32,7 @@ from edge_classify.runtime.apps.multistream import MultiStream, named_sources, r
 from edge_classify.runtime.apps.streams import StreamLost
 from edge_classify.runtime.classifier import Classifier
 from edge_classify.runtime.errors import EdgeClassifyError
-from stream_helpers import FakeCapture, MjpegServer, Slow, decode_all, top, write_video
+from stream_helpers import FakeCapture, MjpegServer, Script, Slow, decode_all, top, write_video
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,22 @@ def test_no_source_starves_when_more_are_ready_than_a_batch_holds(clf, pictures)
     assert all(d > 0 for d in dropped.values()), "sources outran the model: frames were dropped, not queued"
     for r in results[:10]:
         assert_as_alone(clf, r)
+
+
+def test_a_reconnect_is_counted_even_when_the_loop_was_busy_throughout(clf, pictures):
+    """The camera drops and comes back while one slow inference runs: the loop may never see
+    it reconnecting, yet the count and the "live again" report are there."""
+    base = frames_of(pictures, (160, 120), 3)
+    opener = Script(FakeCapture(frames=3, delay=0.001, base=base), FakeCapture(start=3, delay=0.001, base=base))
+    events = []
+    run = MultiStream(Slow(clf, 0.2), [("cam", "rtsp://cams.local/cam")], backoff=(0.01, 0.01), opener=opener,
+                      on_event=lambda st, kind, msg: events.append(kind))
+    for r in run:
+        if r.round >= 3:
+            break
+    run.close()
+    assert run.stats[0].reconnects == 1 and "live" in events and run.stats[0].state == "live"
+    assert len(opener.opened) == 2
 
 
 def test_a_live_source_that_never_opens_beside_a_file(clf, clips):

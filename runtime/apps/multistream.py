@@ -408,11 +408,14 @@ class MultiStream:
                 own = f"{self.sources[i].source.name}: "  # a file's errors start with its name: said once
                 st.error = st.error[len(own):] if st.error.startswith(own) else st.error
                 events.append(_Event(i, st.state, st.error))
-            elif r.state != st.state and r.state in ("live", "reconnecting", "playing"):
-                before, st.state, st.reconnects = st.state, r.state, r.reconnects
+            elif r.state in ("live", "reconnecting", "playing") and \
+                    (r.state != st.state or r.reconnects != st.reconnects):
+                # A drop and its reconnect can both happen between two looks: the count says so.
+                before, missed = st.state, r.reconnects != st.reconnects
+                st.state, st.reconnects = r.state, r.reconnects
                 if r.state == "reconnecting":
                     events.append(_Event(i, "reconnecting", "no frame: reconnecting"))
-                elif before == "reconnecting":
+                elif before == "reconnecting" or missed:
                     events.append(_Event(i, "live", "live again"))
         return events
 
