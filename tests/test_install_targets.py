@@ -49,6 +49,36 @@ def test_runtime_syntax_is_python38(path):
     ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 8))
 
 
+_TYPES = {"str", "int", "float", "bytes", "bool", "list", "dict", "tuple", "set", "type", "object"}
+
+
+def _runtime_unions(tree: ast.AST) -> list[int]:
+    """Lines where ``X | Y`` of types runs (outside annotations, which stay strings): PEP 604
+    unions exist from Python 3.10, so on JetPack 5's 3.8 the module would not import."""
+    skip = set()
+    for node in ast.walk(tree):
+        for ann in (getattr(node, "annotation", None), getattr(node, "returns", None)):
+            if ann is not None:
+                skip.update(id(n) for n in ast.walk(ann))
+
+    def typeish(n: ast.AST) -> bool:
+        n = n.value if isinstance(n, ast.Subscript) else n
+        return (isinstance(n, ast.Name) and n.id in _TYPES) or (isinstance(n, ast.Constant) and n.value is None)
+
+    return sorted({n.lineno for n in ast.walk(tree) if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                   and id(n) not in skip and (typeish(n.left) or typeish(n.right))})
+
+
+def test_runtime_builds_no_pep604_union_at_run_time():
+    found = {p.relative_to(ROOT).as_posix(): lines for p in RUNTIME_FILES
+             if (lines := _runtime_unions(ast.parse(p.read_text(encoding="utf-8"))))}
+    assert not found, f"`X | Y` of types evaluated at run time (Python 3.10+; use typing.Union): {found}"
+    # The check can fail; annotations and bit flags are not flagged.
+    assert _runtime_unions(ast.parse("Alias = str | int | None\nok = isinstance(v, bytes | str)\n")) == [1, 2]
+    assert _runtime_unions(ast.parse("def f(x: str | None) -> int | None:\n    y: int | None = 0\n"
+                                     "    return os.O_RDONLY | os.O_CLOEXEC\n")) == []
+
+
 def test_python38_grammar_check_catches_newer_syntax():
     """The check above can fail: a 3.10 ``match`` statement is refused under 3.8's grammar."""
     with pytest.raises(SyntaxError):

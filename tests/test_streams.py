@@ -17,13 +17,13 @@ import pytest
 
 import tiny_models
 from edge_classify.runtime import EngineOptions
+from edge_classify.runtime.apps.multistream import classify_stream
 from edge_classify.runtime.apps.streams import (
     EXIT_STREAM_LOST,
     RollingRate,
     StreamLost,
     VideoSaver,
     annotate,
-    classify_stream,
     frames,
     is_video_path,
     open_capture,

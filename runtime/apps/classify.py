@@ -150,10 +150,11 @@ def _run(args) -> int:
     inputs = expand_inputs(args.inputs, warn) + [f"camera:{n}" for n in (args.camera or [])]
     videos: list = [a for a in inputs if _is_stream(a)]
     inputs = [a for a in inputs if a not in videos]
-    for listed in args.sources or ():
+    if args.sources:
         from .multistream import read_sources_file
 
-        videos += read_sources_file(listed)
+        for listed in args.sources:
+            videos += read_sources_file(listed)
     if videos and args.output is not None:
         print("edge-classify: error: --output is for images; videos and streams print per-frame rows "
               "(--json) on stdout", file=sys.stderr)

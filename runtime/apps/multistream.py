@@ -45,7 +45,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -70,7 +70,7 @@ FILE_AHEAD = 4  # frames a file's reader decodes ahead of the loop
 FILE_WAIT_S = 0.5  # longest a round waits for a file that has no frame decoded yet
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # a name in a sources file: no ':' or '/', so never a URL
 
-Source = str | int | StreamSource | tuple  # tuple: (name, source)
+Source = Union[str, int, StreamSource, tuple]  # tuple: (name, source); Union: run at import, on 3.8 too
 
 
 # --------------------------------------------------------------------------- naming sources
@@ -434,6 +434,19 @@ class MultiStream:
             raise StreamLost(f"every live source was lost: {', '.join(st.name for st in live)}")
 
 
+def classify_stream(classifier, source: str | int | StreamSource, *, every: int = 1, top_k: int = 3,
+                    **frame_options) -> Iterator[FrameResult]:
+    """Classify one source frame by frame (``frame_options``: ``MultiStream``'s ``reconnect_s``,
+    ``backoff``, ``opener``, ``clock``, ``sleep``): the loop over one source, whose loss or
+    failure raises at once.
+
+    Each frame's prediction equals classifying that picture. A frame the model cannot score
+    (non-finite output) yields a result with ``classification.error`` set; the stream goes on.
+    Closing the iterator stops the reader and releases the capture.
+    """
+    return MultiStream(classifier, [source], every=every, top_k=top_k, stop_on_loss=True, **frame_options)
+
+
 # --------------------------------------------------------------------------- saving
 MOSAIC_FPS = 10.0  # a mosaic video's frame rate, by the wall clock: what a monitor showed
 MOSAIC_IMAGE_EVERY_S = 1.0  # a mosaic image is rewritten this often (atomically)
@@ -629,4 +642,4 @@ class Recorder:
         return written
 
 
-__all__ = ["MultiStream", "NamedSource", "SourceStats", "Recorder", "Mosaic", "named_sources", "read_sources_file"]
+__all__ = ["MultiStream", "classify_stream", "NamedSource", "SourceStats", "Recorder", "Mosaic", "named_sources", "read_sources_file"]

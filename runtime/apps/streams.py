@@ -156,8 +156,8 @@ def frames(source: str | int | StreamSource, *, every: int = 1, opener: Callable
 
 
 def _file_frames(src: StreamSource, every: int, opener) -> Iterator[Frame]:
-    """Every ``every``-th frame of a file, read on the caller's thread (a reader thread's, for
-    ``classify_stream``: apps/multistream.py)."""
+    """Every ``every``-th frame of a file, read on the caller's thread (a file reader's thread,
+    in apps/multistream.py's loop)."""
     if not os.path.isfile(src.value):
         raise InputError(f"{src.name}: no such video file")
     cv2 = deps.cv2()
@@ -343,20 +343,6 @@ class FrameResult:
         """The row (results.py): the classifier's row (``path`` = the source) plus the frame's place."""
         return self._classifier.row(self.classification,
                                     **frame_fields(self.source, self.frame, self.timestamp_ms, self.dropped_before))
-
-
-def classify_stream(classifier, source: str | int | StreamSource, *, every: int = 1, top_k: int = 3,
-                    **frame_options) -> Iterator[FrameResult]:
-    """Classify one source frame by frame (``frame_options`` go to ``frames``): many streams'
-    loop (apps/multistream.py) over one source, whose loss or failure raises at once.
-
-    Each frame's prediction equals classifying that picture. A frame the model cannot score
-    (non-finite output) yields a result with ``classification.error`` set; the stream goes on.
-    Closing the iterator stops the reader and releases the capture.
-    """
-    from .multistream import MultiStream
-
-    return MultiStream(classifier, [source], every=every, top_k=top_k, stop_on_loss=True, **frame_options)
 
 
 class RollingRate:
